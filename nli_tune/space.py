@@ -1,0 +1,214 @@
+"""Search-space files: YAML validated completely before Ray starts.
+
+    name: pooling          # experiment name (MLflow experiment, output folder)
+    num_samples: 8         # trials
+    folds: 3               # CV folds = Ray Train workers per trial
+    scheduler: asha        # asha | none
+    params:                # sampled by Optuna; any training-config key
+      pooling: {choice: [mean, cls, max, attention]}
+      lr: {loguniform: [1.0e-4, 3.0e-3]}
+    fixed:                 # the same for every trial; any training-config key
+      model: gemma-3-270m
+
+No Ray import here: the entry point turns a validated space into Tune distributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nli_tune import SPACES_DIR
+from nli_tune.config import TrainConfig, read_mapping
+from nli_tune.errors import UserError
+
+DISTRIBUTIONS = {  # name -> number of arguments
+    "choice": None,
+    "uniform": 2,
+    "loguniform": 2,
+    "randint": 2,
+    "quniform": 3,
+}
+TOP_KEYS = (
+    "name",
+    "num_samples",
+    "folds",
+    "scheduler",
+    "params",
+    "fixed",
+    "resources",
+    "asha",
+    "seed",
+)
+RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
+ASHA_KEYS = ("grace_period", "reduction_factor")
+# Keys the search itself owns: sampling them would break the CV protocol.
+NOT_SEARCHABLE = ("folds", "test_fraction", "data_dir", "seed", "extra")
+
+
+@dataclass
+class SearchSpace:
+    name: str  # experiment name: MLflow experiment and output folder
+    num_samples: int  # number of trials
+    folds: int  # CV folds = Ray Train workers per trial
+    scheduler: str  # asha | none
+    params: dict[str, dict[str, Any]]  # key -> {distribution: args}
+    fixed: dict[str, Any]  # training-config keys shared by every trial
+    cpus_per_worker: float = 1.0  # CPU share of one fold worker
+    gpus_per_worker: float = 0.0  # GPU share of one fold worker (fractional: folds share a GPU)
+    driver_cpus: float = 0.2  # CPU share of each trial's driver (it only waits on workers)
+    grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: float = 2.0  # ASHA: keep the top 1/reduction_factor at each rung
+    seed: int = 0  # Optuna TPE seed
+    source: Path = field(default=Path("."), repr=False)
+
+    def base_config(self) -> dict[str, Any]:
+        return dict(self.fixed) | {"folds": self.folds}
+
+    def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
+        return TrainConfig.from_dict(self.base_config() | sampled, source=str(self.source))
+
+
+def resolve_space_path(space: str) -> Path:
+    """A path, or a bundled name such as `pooling`; a wrong folder gets a pointed hint."""
+    p = Path(space)
+    if p.is_file():
+        return p
+    bundled = SPACES_DIR / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if p.suffix == "" and bundled.is_file():
+        return bundled
+    if bundled.is_file():
+        raise UserError(f"{space}: file not found; a bundled space of that name is at {bundled}")
+    names = ", ".join(sorted(x.stem for x in SPACES_DIR.glob("*.yaml")))
+    raise UserError(f"{space}: search space not found (bundled spaces: {names})")
+
+
+def load_space(space: str) -> SearchSpace:
+    path = resolve_space_path(space)
+    raw = read_mapping(path)
+    src = str(path)
+
+    def fail(msg: str) -> None:
+        raise UserError(f"{src}: {msg}")
+
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        fail(f"unknown key '{unknown[0]}' (known keys: {', '.join(TOP_KEYS)})")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        fail(f"name {name!r}: use letters, digits, '-' and '_' only")
+    num_samples, folds = raw.get("num_samples", 8), raw.get("folds", 3)
+    for key, value, low in (("num_samples", num_samples, 1), ("folds", folds, 2)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            fail(f"{key} {value!r}: must be an integer >= {low}")
+    scheduler = raw.get("scheduler", "asha")
+    if scheduler not in ("asha", "none"):
+        fail(f"scheduler {scheduler!r}: must be asha or none")
+    params, fixed = raw.get("params") or {}, raw.get("fixed") or {}
+    for key, value in (("params", params), ("fixed", fixed)):
+        if not isinstance(value, dict):
+            fail(f"{key} must be a mapping")
+    if not params:
+        fail("params is empty: nothing to search")
+
+    known = TrainConfig.keys()
+    for where, mapping in (("params", params), ("fixed", fixed)):
+        for key in mapping:
+            if key not in known:
+                fail(f"{where}.{key}: unknown training-config key (known: {', '.join(known)})")
+            if key in NOT_SEARCHABLE and (where == "params" or key == "folds"):
+                fail(
+                    f"{where}.{key}: set by the search itself; use the top-level key or a CLI flag"
+                )
+    both = set(params) & set(fixed)
+    if both:
+        fail(f"params.{sorted(both)[0]}: also in fixed; keep it in one place")
+
+    space = SearchSpace(
+        name=name,
+        num_samples=num_samples,
+        folds=folds,
+        scheduler=scheduler,
+        params=params,
+        fixed=fixed,
+        source=path,
+        seed=_number(raw.get("seed", 0), "seed", src, integer=True),
+    )
+    space.trial_config({})  # fixed keys alone must form a valid config
+    for key in list(params):
+        params[key], values = _check_distribution(key, params[key], src)
+        for value in values:
+            try:
+                space.trial_config({key: value})
+            except UserError as err:
+                fail(f"params.{key}: value {value!r} is invalid ({str(err).split(': ', 1)[-1]})")
+    _apply_section(space, raw.get("resources"), RESOURCE_KEYS, "resources", src)
+    _apply_section(space, raw.get("asha"), ASHA_KEYS, "asha", src)
+    if space.cpus_per_worker <= 0 or space.driver_cpus <= 0 or space.gpus_per_worker < 0:
+        fail("resources: cpus_per_worker and driver_cpus must be > 0, gpus_per_worker >= 0")
+    if space.grace_period < 1 or space.reduction_factor <= 1:
+        fail("asha: grace_period must be >= 1 and reduction_factor > 1")
+    return space
+
+
+def _check_distribution(key: str, dist: Any, src: str) -> tuple[dict, list[Any]]:
+    """Validate one `{kind: args}` entry; return it with numbers parsed, and the values to
+    try against the training config."""
+    where = f"{src}: params.{key}"
+    if not isinstance(dist, dict) or len(dist) != 1:
+        raise UserError(
+            f"{where}: must be one distribution such as {{choice: [...]}} "
+            f"(kinds: {', '.join(DISTRIBUTIONS)})"
+        )
+    kind, args = next(iter(dist.items()))
+    if kind not in DISTRIBUTIONS:
+        raise UserError(
+            f"{where}: unknown distribution '{kind}' (kinds: {', '.join(DISTRIBUTIONS)})"
+        )
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise UserError(f"{where}: choice needs a non-empty list")
+        return dist, list(args)
+    n = DISTRIBUTIONS[kind]
+    if not isinstance(args, list) or len(args) != n:
+        raise UserError(f"{where}: {kind} needs [{', '.join(['low', 'high', 'q'][:n])}]")
+    nums = [_number(a, f"params.{key}", src, integer=kind == "randint") for a in args]
+    low, high = nums[0], nums[1]
+    if low >= high:
+        raise UserError(f"{where}: {kind} low {low} must be below high {high}")
+    if kind == "loguniform" and low <= 0:
+        raise UserError(f"{where}: loguniform bounds must be positive, got {low}")
+    if kind == "quniform" and nums[2] <= 0:
+        raise UserError(f"{where}: quniform step q must be positive, got {nums[2]}")
+    if kind == "randint":
+        return {kind: nums}, [low, high - 1]  # Tune's randint excludes the upper bound
+    return {kind: nums}, [low, high]
+
+
+def _number(value: Any, key: str, src: str, integer: bool = False) -> float | int:
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if not ok or isinstance(value, bool):
+        raise UserError(
+            f"{src}: {key} value {value!r} must be {'an integer' if integer else 'a number'}"
+        )
+    return value
+
+
+def _apply_section(
+    space: SearchSpace, section: Any, keys: tuple[str, ...], name: str, src: str
+) -> None:
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise UserError(f"{src}: {name} must be a mapping")
+    for key, value in section.items():
+        if key not in keys:
+            raise UserError(f"{src}: unknown key {name}.{key} (known: {', '.join(keys)})")
+        integer = key == "grace_period"
+        setattr(space, key, _number(value, f"{name}.{key}", src, integer=integer))
