@@ -161,7 +161,9 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}")
+        raise UserError(
+            f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}"
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: must hold a mapping of config keys, got {type(data).__name__}")
     return data
