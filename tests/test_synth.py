@@ -1,0 +1,204 @@
+"""Tests for the synthetic ReDSM5 generator."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nli_tune import synth
+from nli_tune import synth_templates as tpl
+
+REAL_SCALE = 1484
+
+
+@pytest.fixture(scope="module")
+def full():
+    return synth.generate(REAL_SCALE, seed=0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synth.generate(300, seed=3, mean_words=60)
+
+
+def positive_pairs(annotations: pd.DataFrame) -> set[tuple[str, str]]:
+    pos = annotations[(annotations.status == 1) & annotations.DSM5_symptom.isin(synth.SYMPTOMS)]
+    return set(zip(pos.post_id, pos.DSM5_symptom, strict=True))
+
+
+def test_symptoms_are_the_nine_criteria_in_dsm_order():
+    assert synth.SYMPTOMS == (
+        "DEPRESSED_MOOD", "ANHEDONIA", "APPETITE_CHANGE", "SLEEP_ISSUES", "PSYCHOMOTOR",
+        "FATIGUE", "WORTHLESSNESS", "COGNITIVE_ISSUES", "SUICIDAL_THOUGHTS",
+    )  # fmt: skip
+    assert "SPECIAL_CASE" not in synth.SYMPTOMS
+
+
+@pytest.mark.parametrize("data", ["full", "small"])
+def test_format_matches_redsm5(data, request):
+    posts, ann = request.getfixturevalue(data)
+    assert list(posts.columns) == ["post_id", "text"]
+    assert list(ann.columns) == [
+        "post_id", "sentence_id", "sentence_text", "DSM5_symptom", "status", "explanation",
+    ]  # fmt: skip
+    assert posts.post_id.str.fullmatch(r"s_\d+_\d+").all()
+    assert posts.post_id.is_unique
+    assert (ann.sentence_id.str.rsplit("_", n=1).str[0] == ann.post_id).all()
+    assert ann.sentence_id.str.rsplit("_", n=1).str[1].str.fullmatch(r"\d+").all()
+    assert set(ann.post_id) <= set(posts.post_id)
+    assert set(ann.status) == {0, 1}
+    assert set(ann.DSM5_symptom) == set(synth.LABELS)
+    assert not ann.duplicated(["sentence_id", "DSM5_symptom"]).any()
+    # A sentence id names one sentence of one post.
+    assert (ann.groupby("sentence_id")[["sentence_text", "post_id"]].nunique() == 1).all().all()
+    assert ann.explanation.str.len().min() > 20
+
+
+@pytest.mark.parametrize("data", ["full", "small"])
+def test_every_annotated_sentence_is_in_its_post(data, request):
+    posts, ann = request.getfixturevalue(data)
+    text = dict(zip(posts.post_id, posts.text, strict=True))
+    assert all(s in text[p] for p, s in zip(ann.post_id, ann.sentence_text, strict=True))
+
+
+def test_real_format_features_present(full):
+    _, ann = full
+    assert (ann.DSM5_symptom == "SPECIAL_CASE").any()
+    # One sentence carrying two symptoms.
+    assert ann.sentence_id.duplicated().any()
+    # A post with both a 0 and a 1 row for the same symptom.
+    both = ann.groupby(["post_id", "DSM5_symptom"]).status.nunique()
+    assert (both == 2).sum() > 20
+
+
+def test_prevalence_matches_real_redsm5(full):
+    posts, ann = full
+    pos = ann[ann.status == 1]
+    counts = pos.groupby("DSM5_symptom").post_id.nunique()
+    for label, target in synth.REAL_COUNTS.items():
+        assert abs(counts[label] - target) <= 0.25 * target, (label, counts[label], target)
+    none = len(posts) - pos.post_id.nunique()
+    assert abs(none - synth.REAL_NONE) <= 0.25 * synth.REAL_NONE
+    rate = len(positive_pairs(ann)) / (len(posts) * len(synth.SYMPTOMS))
+    assert 0.08 < rate < 0.12
+    # Co-occurrence: several symptoms in one post is common.
+    per_post = pos.groupby("post_id").DSM5_symptom.nunique()
+    assert (per_post >= 2).mean() > 0.15
+
+
+def test_hard_negatives_share_topic_words_and_are_common(full):
+    posts, ann = full
+    neg = ann[ann.status == 0]
+    assert neg.post_id.nunique() > 0.3 * len(posts)
+    positive = positive_pairs(ann)
+    absent = [(p, s) not in positive for p, s in zip(neg.post_id, neg.DSM5_symptom, strict=True)]
+    assert np.mean(absent) > 0.6  # mostly on posts where the symptom is absent
+    for symptom in synth.SYMPTOMS:
+        assert (neg.DSM5_symptom == symptom).sum() >= 20, symptom
+    neg_text = " ".join(neg.sentence_text).lower()
+    for word in ("suicidal", "sleep", "appetite", "worthless", "energy", "focus", "restless"):
+        assert word in neg_text
+
+
+def test_wording_is_varied(full):
+    _, ann = full
+    for symptom in synth.SYMPTOMS:
+        assert len(tpl.POS[symptom]) >= 15, symptom
+        pos = ann[(ann.DSM5_symptom == symptom) & (ann.status == 1)]
+        assert pos.sentence_text.nunique() >= min(60, 0.6 * len(pos)), symptom
+    assert ann.explanation.nunique() > 100
+
+
+def test_length_distribution(full, small):
+    words = full[0].text.str.split().str.len()
+    assert abs(words.mean() - 295) < 0.08 * 295
+    assert words.min() >= 25
+    assert words.std() > 0.5 * words.mean()  # wide spread, like real posts
+    small_words = small[0].text.str.split().str.len()
+    assert abs(small_words.mean() - 60) < 0.12 * 60
+    # Short posts still carry every symptom and hard-negative sentence.
+    small_rate = len(positive_pairs(small[1])) / (len(small[0]) * len(synth.SYMPTOMS))
+    assert 0.07 < small_rate < 0.13
+    assert (small[1].status == 0).sum() > 0.4 * len(small[0])
+
+
+def test_unicode_punctuation_sometimes(full):
+    text = " ".join(full[0].text)
+    assert "’" in text and "—" in text and "“" in text
+    assert "'" in text  # and plain ASCII in other posts
+
+
+def test_deterministic_and_seed_dependent(tmp_path):
+    a = synth.write(tmp_path / "a", 120, seed=11, mean_words=80)
+    b = synth.write(tmp_path / "b", 120, seed=11, mean_words=80)
+    c = synth.write(tmp_path / "c", 120, seed=12, mean_words=80)
+    for pa, pb, pc in zip(a, b, c, strict=True):
+        assert pa.read_bytes() == pb.read_bytes()
+        assert pa.read_bytes() != pc.read_bytes()
+
+
+def test_write_round_trips_and_refuses_overwrite(tmp_path):
+    out = tmp_path / "nested" / "dir"
+    posts_path, ann_path = synth.write(out, 40, seed=5, mean_words=60)
+    assert (posts_path.name, ann_path.name) == ("redsm5_posts.csv", "redsm5_annotations.csv")
+    posts, ann = synth.generate(40, seed=5, mean_words=60)
+    pd.testing.assert_frame_equal(pd.read_csv(posts_path, encoding="utf-8"), posts)
+    pd.testing.assert_frame_equal(pd.read_csv(ann_path, encoding="utf-8"), ann)
+    with pytest.raises(FileExistsError, match=re.escape("redsm5_posts.csv")):
+        synth.write(out, 40, seed=6)
+    posts_path.unlink()
+    with pytest.raises(FileExistsError, match=re.escape("redsm5_annotations.csv")):
+        synth.write(out, 40, seed=6)
+    assert not posts_path.exists()  # refused before writing anything
+    synth.write(out, 40, seed=6, overwrite=True)
+    assert pd.read_csv(posts_path).post_id.tolist() == synth.generate(40, 6)[0].post_id.tolist()
+
+
+def test_edge_arguments():
+    posts, ann = synth.generate(0, seed=1)
+    assert posts.empty and ann.empty and list(posts.columns) == ["post_id", "text"]
+    posts, _ = synth.generate(3, seed=1, mean_words=20)
+    assert len(posts) == 3
+    with pytest.raises(ValueError):
+        synth.generate(-1, seed=1)
+    with pytest.raises(ValueError):
+        synth.generate(10, seed=1, mean_words=0)
+
+
+def test_fast():
+    start = time.perf_counter()
+    synth.generate(REAL_SCALE, seed=99)
+    assert time.perf_counter() - start < 5
+
+
+def tfidf_baseline_macro_f1(n_posts: int = 600, seed: int = 0, mean_words: int = 80) -> float:
+    """Macro-F1 (both classes) of per-criterion TF-IDF + logistic regression on post text."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    posts, ann = synth.generate(n_posts, seed=seed, mean_words=mean_words)
+    positive = positive_pairs(ann)
+    order = np.random.default_rng(seed).permutation(len(posts))
+    cut = int(0.7 * len(posts))
+    train, test = posts.iloc[order[:cut]], posts.iloc[order[cut:]]
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    x_train, x_test = vec.fit_transform(train.text), vec.transform(test.text)
+    truth, pred = [], []
+    for symptom in synth.SYMPTOMS:
+        y_train = [(p, symptom) in positive for p in train.post_id]
+        model = LogisticRegression(class_weight="balanced", max_iter=2000)
+        model.fit(x_train, y_train)
+        truth += [(p, symptom) in positive for p in test.post_id]
+        pred += list(model.predict(x_test))
+    return f1_score(truth, pred, average="macro")
+
+
+def test_bag_of_words_baseline_is_learnable_but_not_solved():
+    score = tfidf_baseline_macro_f1()
+    print(f"TF-IDF + LR macro-F1: {score:.3f}")
+    assert 0.6 < score < 0.9
