@@ -1,0 +1,129 @@
+"""The pair classifier: bidirectional Gemma-3 backbone + DoRA adapters + pooler + linear head.
+
+DoRA comes from peft (use_dora=True on q/k/v/o); adapters get no dropout (peft would then
+recompute the base matmul, +33% time), so regularising dropout sits before the head.
+Saved as safetensors only: peft's adapter files, the pooler+head tensors, and config.yaml.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nli_tune.backbones import load_backbone
+from nli_tune.config import TrainConfig
+
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+HEAD_FILE = "head.safetensors"
+ADAPTER_DIR = "adapter"
+CONFIG_FILE = "config.yaml"
+
+
+class Pooler(nn.Module):
+    """Mask-aware reduction of token states [B, T, H] to one vector [B, H]."""
+
+    def __init__(self, kind: str, hidden: int):
+        super().__init__()
+        self.kind = kind
+        # Learned query for attention pooling; other kinds have no parameters.
+        self.query = nn.Parameter(torch.zeros(hidden)) if kind == "attention" else None
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(states.dtype)
+        if self.kind == "mean":
+            return (states * m).sum(1) / m.sum(1).clamp(min=1)
+        if self.kind == "cls":
+            return states[:, 0]  # right padding: position 0 is always the real first token
+        if self.kind == "max":
+            return states.masked_fill(m == 0, torch.finfo(states.dtype).min).amax(1)
+        if self.kind == "attention":
+            scores = (states @ self.query.to(states.dtype)) / math.sqrt(states.shape[-1])
+            scores = scores.masked_fill(mask == 0, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(-1).unsqueeze(-1)
+            return (weights * states).sum(1)
+        raise ValueError(f"unknown pooling {self.kind!r}")
+
+
+class PairClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, hidden: int, pooling: str, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.pooler = Pooler(pooling, hidden)
+        # Gemma's hidden states have norms in the hundreds: normalise before the head so one
+        # learning rate suits adapters and head alike.
+        self.norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = self.pooler(states, attention_mask)
+        return self.head(self.dropout(self.norm(pooled.float())))
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """Pooler, norm and head tensors: everything trainable outside the adapters."""
+        out = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        out |= {f"norm.{k}": v for k, v in self.norm.state_dict().items()}
+        out |= {f"pooler.{k}": v for k, v in self.pooler.state_dict().items()}
+        return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+        self.norm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("norm.")})
+        pooler = {k[7:]: v for k, v in state.items() if k.startswith("pooler.")}
+        if pooler:
+            self.pooler.load_state_dict(pooler)
+
+
+def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None):
+    """(PairClassifier, tokenizer) with fresh DoRA adapters, or saved ones from adapter_dir."""
+    torch.manual_seed(cfg.seed)
+    backbone, tokenizer = load_backbone(
+        cfg.model, num_layers=cfg.num_layers, attention=cfg.attention
+    )
+    if cfg.grad_checkpointing:
+        backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if adapter_dir is None:
+        lora = LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=0.0,
+            use_dora=True,
+            target_modules=TARGET_MODULES,
+            bias="none",
+        )
+        backbone = get_peft_model(backbone, lora)
+    else:
+        backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
+    model = PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
+    return model, tokenizer
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_params": trainable, "total_params": total}
+
+
+def save_model(model: PairClassifier, cfg: TrainConfig, out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
+    save_file(model.head_state(), str(out / HEAD_FILE))
+    cfg.save(out / CONFIG_FILE)
+
+
+def load_model(model_dir: str | Path):
+    """(PairClassifier, tokenizer, TrainConfig) from a save_model folder."""
+    src = Path(model_dir)
+    cfg = TrainConfig.from_file(src / CONFIG_FILE)
+    model, tokenizer = build_model(cfg, adapter_dir=src / ADAPTER_DIR)
+    model.load_head_state(load_file(str(src / HEAD_FILE)))
+    return model, tokenizer, cfg
