@@ -1,8 +1,9 @@
 """Pair tokenization and length-bucketed, dynamically padded batches.
 
-A pair is `[bos] post [sep] criterion-description [eos]`. Each post is tokenized once and
-reused for its 9 pairs; when a pair is too long only the post is cut, never the criterion.
-Padding goes on the right (Gemma's tokenizer pads left by default).
+A pair is `[bos] criterion-description [sep] post [eos]`: the criterion comes first so
+post tokens can attend back to it, as the causally pre-trained layers are used to. Each
+post is tokenized once and reused for its 9 pairs; when a pair is too long only the post
+is cut, never the criterion. Padding goes on the right (Gemma's tokenizer pads left).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from nli_tune.data import criteria
 from nli_tune.errors import UserError
 
-SEPARATOR = "\n\nCriterion: "  # plain text: the pretrained LM reads it as a section break
+SEPARATOR = "\n\nPost: "  # plain text: the pretrained LM reads it as a section break
 
 
 @dataclass(frozen=True)
@@ -43,37 +44,67 @@ class EncodedPairs:
         )
 
 
-def encode_pairs(
-    tokenizer, texts: dict[str, str], pairs: pd.DataFrame, max_length: int
-) -> EncodedPairs:
-    """Tokenize (post, criterion) pairs; `texts` maps post_id -> text."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    sep = tokenizer.encode(SEPARATOR, add_special_tokens=False)
-    crit_ids = {
-        c.key: tokenizer.encode(c.description, add_special_tokens=False) for c in criteria()
-    }
-    longest_tail = max(len(ids) for ids in crit_ids.values()) + len(sep) + len(eos)
-    if max_length < len(bos) + longest_tail + 8:
+@dataclass(frozen=True)
+class PairTokens:
+    """Token ids of every post and criterion, before pairing: tokenized once per data set
+    and shared (e.g. with search workers), then assembled per max_length."""
+
+    posts: dict[str, list[int]]  # post_id -> ids of the post text, no special tokens
+    criteria: dict[str, list[int]]  # criterion key -> ids of its description
+    bos: list[int]
+    sep: list[int]
+    eos: list[int]
+
+    def min_length(self) -> int:
+        """Shortest max_length that fits every criterion plus 8 post tokens."""
+        longest = max(len(ids) for ids in self.criteria.values())
+        return len(self.bos) + len(self.sep) + longest + len(self.eos) + 8
+
+
+def tokenize(tokenizer, texts: dict[str, str]) -> PairTokens:
+    """Tokenize every post once (`texts` maps post_id -> text) and every criterion."""
+    post_list = list(texts)
+    encoded = tokenizer([texts[p] for p in post_list], add_special_tokens=False, verbose=False)[
+        "input_ids"
+    ]
+    return PairTokens(
+        posts=dict(zip(post_list, encoded, strict=True)),
+        criteria={
+            c.key: tokenizer.encode(c.description, add_special_tokens=False) for c in criteria()
+        },
+        bos=[tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
+        sep=tokenizer.encode(SEPARATOR, add_special_tokens=False),
+        eos=[tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [],
+    )
+
+
+def assemble(tokens: PairTokens, pairs: pd.DataFrame, max_length: int) -> EncodedPairs:
+    """`[bos] criterion [sep] post [eos]` per pair, cutting only the post to max_length."""
+    if max_length < tokens.min_length():
         raise UserError(
-            f"max_length {max_length}: too short; the longest criterion needs "
-            f"{len(bos) + longest_tail} tokens plus room for the post (use >= "
-            f"{len(bos) + longest_tail + 8})"
+            f"max_length {max_length}: too short; the longest criterion and separators need "
+            f"{tokens.min_length() - 8} tokens plus room for the post (use >= "
+            f"{tokens.min_length()})"
         )
-    post_list = list(dict.fromkeys(pairs["post_id"]))
-    encoded = tokenizer([texts[p] for p in post_list], add_special_tokens=False)["input_ids"]
-    post_ids = dict(zip(post_list, encoded, strict=True))
     ids = []
     for pid, crit in zip(pairs["post_id"], pairs["criterion"], strict=True):
-        tail = sep + crit_ids[crit] + eos
-        budget = max_length - len(bos) - len(tail)
-        ids.append(np.asarray(bos + post_ids[pid][:budget] + tail, dtype=np.int32))
+        head = tokens.bos + tokens.criteria[crit] + tokens.sep
+        budget = max_length - len(head) - len(tokens.eos)
+        ids.append(np.asarray(head + tokens.posts[pid][:budget] + tokens.eos, dtype=np.int32))
     return EncodedPairs(
         ids,
         pairs["label"].to_numpy(np.int64),
         pairs["post_id"].to_numpy(object),
         pairs["criterion"].to_numpy(object),
     )
+
+
+def encode_pairs(
+    tokenizer, texts: dict[str, str], pairs: pd.DataFrame, max_length: int
+) -> EncodedPairs:
+    """Tokenize and assemble in one go (texts maps post_id -> text)."""
+    needed = dict.fromkeys(pairs["post_id"])
+    return assemble(tokenize(tokenizer, {p: texts[p] for p in needed}), pairs, max_length)
 
 
 def bucketed_batches(

@@ -59,6 +59,9 @@ class PairClassifier(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 2)
+        # Zero head: every pair starts at P(matched) = 0.5, independent of the init seed.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

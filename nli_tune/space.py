@@ -61,6 +61,7 @@ class SearchSpace:
     grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: float = 2.0  # ASHA: keep the top 1/reduction_factor at each rung
     seed: int = 0  # Optuna TPE seed
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # first trials, fixed
     source: Path = field(default=Path("."), repr=False)
 
     def base_config(self) -> dict[str, Any]:
@@ -143,6 +144,15 @@ def load_space(space: str) -> SearchSpace:
                 space.trial_config({key: value})
             except UserError as err:
                 fail(f"params.{key}: value {value!r} is invalid ({str(err).split(': ', 1)[-1]})")
+    points = raw.get("points_to_evaluate") or []
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        fail("points_to_evaluate must be a list of {param: value} mappings")
+    for point in points:
+        extra = sorted(set(point) - set(params))
+        if extra:
+            fail(f"points_to_evaluate: '{extra[0]}' is not a key of params")
+        space.trial_config(point)
+    space.points_to_evaluate = points
     _apply_section(space, raw.get("resources"), RESOURCE_KEYS, "resources", src)
     _apply_section(space, raw.get("asha"), ASHA_KEYS, "asha", src)
     if space.cpus_per_worker <= 0 or space.driver_cpus <= 0 or space.gpus_per_worker < 0:

@@ -15,3 +15,36 @@ def real_sample() -> Path:
     if not REAL_SAMPLE.is_dir():
         pytest.skip("../shared/redsm5-sample is not present")
     return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """One local Ray cluster (with dashboard) for every search test of the session."""
+    import subprocess
+    import sys
+
+    from nli_tune.search import RAY_ENV
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    env = os.environ | RAY_ENV
+    started = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    yield "auto"
+    subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)

@@ -30,12 +30,15 @@ def test_truncates_only_the_post(tiny):
     for ids, key in zip(enc.input_ids, enc.criteria, strict=True):
         assert len(ids) == 96
         desc = next(c.description for c in criteria() if c.key == key)
-        tail = (
-            tok.encode(SEPARATOR, add_special_tokens=False)
+        head = (
+            [tok.bos_token_id]
             + tok.encode(desc, add_special_tokens=False)
-            + [tok.eos_token_id]
+            + tok.encode(SEPARATOR, add_special_tokens=False)
         )
-        assert list(ids[-len(tail) :]) == tail  # the whole criterion survives
+        assert list(ids[: len(head)]) == head  # the whole criterion survives
+        assert ids[-1] == tok.eos_token_id
+        post = tok.encode(long_post, add_special_tokens=False)
+        assert list(ids[len(head) : -1]) == post[: 96 - len(head) - 1]  # the post's start
     short = encode_pairs(tok, {"a": "I am tired."}, pairs, max_length=96)
     assert len(short.input_ids[0]) < 64
     with pytest.raises(UserError, match="max_length 20: too short"):

@@ -1,0 +1,96 @@
+"""Speed and memory goals, measured (never asserted in timed tests).
+
+    python -m nli_tune.bench [--model gemma-3-270m] [--num-layers 3] [--steps 8]
+
+Measures, on this machine: data generation + validation + pair encoding at the real
+ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
+pair classifier, and peak resident memory; prints each against its goal and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from nli_tune.config import TrainConfig
+from nli_tune.data import load_redsm5
+from nli_tune.encoding import bucketed_batches, encode_pairs
+from nli_tune.errors import run_cli
+from nli_tune.model import build_model
+from nli_tune.trainer import FoldTrainer, autocast_dtype
+
+# Goals for the embedded default (270M, 3 layers) on a 2-core CPU box.
+GOALS = {
+    "data_seconds": ("<=", 30.0),  # synth + validate + encode 1,484 posts x 9 criteria
+    "train_tokens_per_s": (">=", 1000.0),  # forward + backward + AdamW, bf16 autocast if native
+    "score_tokens_per_s": (">=", 3000.0),  # no-grad scoring
+    "peak_rss_gib": ("<=", 8.0),  # whole process
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nli_tune.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="gemma-3-270m", help="model preset/id (default gemma-3-270m)")
+    p.add_argument("--num-layers", type=int, default=3, help="decoder layers kept (default 3)")
+    p.add_argument("--steps", type=int, default=8, help="timed training batches (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per batch (default 16)")
+    p.add_argument("--max-length", type=int, default=192, help="tokens per pair (default 192)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    from nli_tune import synth
+
+    results: dict[str, float] = {}
+    cfg = TrainConfig(
+        model=args.model,
+        num_layers=args.num_layers,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    model, tok = build_model(cfg)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        synth.write(tmp, 1484, seed=0)
+        data = load_redsm5(tmp)
+        enc = encode_pairs(tok, data.texts(), data.pairs(), cfg.max_length)
+    results["data_seconds"] = time.perf_counter() - t0
+    print(f"data: 1,484 posts -> {len(enc)} pairs encoded in {results['data_seconds']:.1f}s")
+
+    trainer = FoldTrainer(cfg, model, enc, None, tok.pad_token_id)
+    batches = bucketed_batches(enc.lengths, cfg.batch_size, np.random.default_rng(0))
+    model.train()
+    for idx in batches[:2]:  # warm-up: the first CPU steps pay one-off kernel set-up
+        trainer.micro_step(idx)
+    t0, tokens = time.perf_counter(), 0
+    for idx in batches[2 : 2 + args.steps]:
+        tokens += trainer.micro_step(idx)[1]
+    results["train_tokens_per_s"] = tokens / (time.perf_counter() - t0)
+    sub = enc.subset(list(dict.fromkeys(enc.post_ids))[:40])
+    t0 = time.perf_counter()
+    trainer.predict(sub)
+    results["score_tokens_per_s"] = int(sub.lengths.sum()) / (time.perf_counter() - t0)
+    results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    amp = autocast_dtype(cfg.precision, torch.device("cpu"))
+    print(
+        f"model {args.model} layers {args.num_layers} threads {torch.get_num_threads()} "
+        f"precision {'bf16' if amp else 'fp32'}"
+    )
+    ok = True
+    for key, (op, goal) in GOALS.items():
+        value = results[key]
+        met = value <= goal if op == "<=" else value >= goal
+        ok &= met
+        print(f"  {key:<20} {value:10.1f}   goal {op} {goal:g}   {'met' if met else 'MISSED'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "goals": GOALS, "all_met": ok}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

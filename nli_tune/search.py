@@ -1,0 +1,197 @@
+"""Distributed search: Optuna samples trial configs, ASHA prunes on the cross-fold mean.
+
+    python -m nli_tune.search --space search_spaces/pooling.yaml
+
+Each trial is a Ray Train TorchTrainer with K workers, one post-grouped CV fold each.
+Writes outputs/<name>/best_config.yaml (feed it to `python -m nli_tune.train --config`)
+and outputs/<name>/cv_results.csv, and logs a parent MLflow run with one nested run per
+trial. Everything is validated before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from nli_tune.config import TrainConfig
+from nli_tune.data import load_redsm5
+from nli_tune.errors import UserError, run_cli
+from nli_tune.folds import make_folds
+from nli_tune.space import SearchSpace, load_space
+
+# Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and
+# workers): poll reports fast, snapshot Tune state often so --resume loses little, and
+# fail a worker group that cannot start instead of retrying forever.
+RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_AIR_NEW_OUTPUT": "1",
+}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.search",
+        description="Search fine-tuning setups with Ray Tune + Optuna; each trial trains K "
+        "post-grouped CV folds in parallel (Ray Train) and ASHA stops weak trials "
+        "on the cross-fold mean macro-F1. Writes OUTPUT/<name>/best_config.yaml "
+        "and cv_results.csv and logs every trial to MLflow.",
+    )
+    p.add_argument(
+        "--space",
+        required=True,
+        help="search-space YAML: a path or a bundled name (pooling, smoke, full, gpu)",
+    )
+    p.add_argument("--data-dir", help="ReDSM5 folder (default: the bundled synthetic sample)")
+    p.add_argument(
+        "--output",
+        default="outputs",
+        help="folder for results; the search writes OUTPUT/<name>/ (default outputs)",
+    )
+    p.add_argument("--num-samples", type=int, help="number of trials (overrides the space)")
+    p.add_argument("--folds", type=int, help="CV folds = workers per trial (overrides the space)")
+    p.add_argument(
+        "--seed", type=int, help="seed for Optuna and for the data splits (overrides the space)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted search in OUTPUT/<name>: finished trials are "
+        "kept, MLflow runs are continued, not duplicated",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster address, e.g. 'auto' on a `ray up` cluster "
+        "(default: start a local Ray for this command)",
+    )
+    p.add_argument(
+        "--mlflow-uri",
+        default="sqlite:///mlflow.db",
+        help="MLflow tracking URI (default sqlite:///mlflow.db in this folder)",
+    )
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not start the Ray dashboard (local Ray only)",
+    )
+    return p.parse_args(argv)
+
+
+def prepare(args) -> tuple[SearchSpace, Path]:
+    """Validate everything that can be checked without Ray; return the space and run dir."""
+    space = load_space(args.space)
+    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--folds", args.folds, 2)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} {value}: must be >= {low}")
+    if args.num_samples:
+        space.num_samples = args.num_samples
+    if args.folds:
+        space.folds = args.folds
+    if args.seed is not None:
+        space.seed = args.seed
+    space.fixed.setdefault("seed", space.seed)
+    if args.data_dir:
+        space.fixed["data_dir"] = str(Path(args.data_dir).resolve())
+    space.trial_config({})  # re-check with the overrides applied
+    if not args.mlflow_uri.startswith(("sqlite:", "http:", "https:", "postgresql", "mysql")):
+        raise UserError(
+            f"--mlflow-uri {args.mlflow_uri}: use sqlite:///FILE or a server URL "
+            f"(MLflow's file store is gone)"
+        )
+    run_dir = Path(args.output).resolve() / space.name
+    tune_dir = run_dir / "ray" / space.name
+    if args.resume and not tune_dir.is_dir():
+        raise UserError(f"--resume: no search to resume in {run_dir} (run without --resume)")
+    if not args.resume and tune_dir.exists():
+        raise UserError(
+            f"{run_dir}: a search already ran here; pass --resume to continue it, "
+            f"or --output elsewhere / remove the folder to start afresh"
+        )
+    return space, run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    space, run_dir = prepare(args)
+    base = space.trial_config({})
+    data = load_redsm5(base.data_dir)
+    pairs = data.pairs()
+    n_posts = len(data.posts)
+    if space.folds > n_posts:
+        raise UserError(f"folds {space.folds}: more folds than the {n_posts} posts")
+    plan = make_folds(pairs, space.folds, base.test_fraction, base.seed)
+
+    from nli_tune.backbones import load_backbone
+    from nli_tune.encoding import tokenize
+
+    print(
+        f"search '{space.name}': {space.num_samples} trials x {space.folds} folds, "
+        f"scheduler {space.scheduler}; data {data.source} ({n_posts} posts, "
+        f"{len(plan.test_posts)} held out for the final test)",
+        flush=True,
+    )
+    # The driver loads the backbone once: it fills the conversion cache before workers
+    # race for it, and gives the tokenizer to tokenize every post exactly once.
+    _, tokenizer = load_backbone(base.model, num_layers=1)
+    tokens = tokenize(tokenizer, data.texts())
+    trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
+    for length in _max_lengths(space, base):
+        if length < tokens.min_length():
+            raise UserError(
+                f"{space.source}: max_length {length} is too short (need >= "
+                f"{tokens.min_length()} for the criteria)"
+            )
+
+    from nli_tune.ray_search import SearchInterrupted, run_search
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(space.source, run_dir / "space.yaml")
+    plan.save(run_dir / "folds.json")
+    try:
+        best = run_search(
+            space,
+            base,
+            {"pairs": trial_pairs, "plan": plan, "tokens": tokens},
+            run_dir,
+            args,
+            data.fingerprint,
+            RAY_ENV,
+        )
+    except SearchInterrupted as stop:
+        print(f"\n{stop}", file=sys.stderr)
+        return 130
+    minutes = (time.time() - started) / 60
+    print(
+        f"\nbest config: cv macro-F1 {best['cv_macro_f1']:.4f} ± "
+        f"{best['cv_macro_f1_std']:.4f} over {space.folds} folds"
+    )
+    for key, value in best["params"].items():
+        print(f"  {key}: {value}")
+    print(
+        f"wrote {run_dir / 'best_config.yaml'} and {run_dir / 'cv_results.csv'} ({minutes:.1f} min)"
+    )
+    print(f"train it:  python -m nli_tune.train --config {run_dir / 'best_config.yaml'}")
+    print(f"MLflow:    mlflow ui --backend-store-uri {args.mlflow_uri}")
+    return 0
+
+
+def _max_lengths(space: SearchSpace, base: TrainConfig) -> list[int]:
+    dist = space.params.get("max_length")
+    if dist is None:
+        return [base.max_length]
+    kind, values = next(iter(dist.items()))
+    return [int(v) for v in values] if kind == "choice" else [int(math.floor(values[0]))]
+
+
+if __name__ == "__main__":
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    sys.exit(run_cli(main))

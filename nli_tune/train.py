@@ -1,0 +1,201 @@
+"""Final training: train a config on all non-test posts, score the held-out test posts once.
+
+    python -m nli_tune.train                                  # embedded default
+    python -m nli_tune.train --config outputs/pooling/best_config.yaml
+
+Writes under --output: metrics.json (test.macro_f1 and baselines), predictions.csv
+(post_id, criterion, label, score; never text), splits.json (post ids) and model/
+(DoRA adapter + pooler/head as safetensors, config.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from nli_tune.baselines import majority_baseline, tfidf_baseline
+from nli_tune.config import TrainConfig
+from nli_tune.data import load_redsm5
+from nli_tune.encoding import encode_pairs
+from nli_tune.errors import UserError, run_cli
+from nli_tune.folds import split_test
+from nli_tune.metrics import classification_metrics
+from nli_tune.model import build_model, parameter_counts, save_model
+from nli_tune.outputs import atomic_dir
+from nli_tune.trainer import FoldTrainer, autocast_dtype
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.train",
+        description="Train one config on all non-test posts and evaluate it once on the "
+        "held-out test posts. With no --config it trains the embedded default: "
+        "the first 3 layers of the real Gemma-3 270M on the bundled sample.",
+    )
+    p.add_argument(
+        "--config",
+        help="YAML/JSON training config, e.g. a search's "
+        "best_config.yaml (default: built-in defaults)",
+    )
+    p.add_argument(
+        "--output",
+        default="outputs/final",
+        help="output folder, replaced when the run succeeds (default outputs/final)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="ReDSM5 folder; overrides the config's data_dir "
+        "(default: the bundled synthetic sample)",
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    started = time.perf_counter()
+
+    data = load_redsm5(cfg.data_dir)
+    _warn_fingerprint(args.config, data.fingerprint)
+    pairs = data.pairs()
+    train_posts, test_posts = split_test(pairs, cfg.test_fraction, cfg.seed)
+    train_pairs = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
+    test_pairs = pairs[pairs["post_id"].isin(set(test_posts))].reset_index(drop=True)
+    print(
+        f"data {data.source}: {len(data.posts)} posts -> train {len(train_posts)} posts "
+        f"({len(train_pairs)} pairs, {int(train_pairs['label'].sum())} matched), "
+        f"test {len(test_posts)} posts ({len(test_pairs)} pairs, "
+        f"{int(test_pairs['label'].sum())} matched)",
+        flush=True,
+    )
+
+    print(
+        f"model {cfg.model} (layers {cfg.num_layers or 'all'}, {cfg.attention}, "
+        f"pooling {cfg.pooling}, DoRA r={cfg.rank})  device {device}",
+        flush=True,
+    )
+    model, tokenizer = build_model(cfg)
+    counts = parameter_counts(model)
+    amp = autocast_dtype(cfg.precision, device)
+    print(
+        f"trainable params {counts['trainable_params']:,} of {counts['total_params']:,}  "
+        f"precision {'bf16 autocast' if amp else 'fp32'}",
+        flush=True,
+    )
+    texts = data.texts()
+    train_enc = encode_pairs(tokenizer, texts, train_pairs, cfg.max_length)
+    test_enc = encode_pairs(tokenizer, texts, test_pairs, cfg.max_length)
+
+    trainer = FoldTrainer(
+        cfg,
+        model,
+        train_enc,
+        None,
+        tokenizer.pad_token_id,
+        device,
+        log=lambda msg: print(msg, flush=True),
+    )
+    trainer.progress_every = max(1, len(train_enc) // cfg.batch_size // 4)
+
+    def on_epoch(m: dict) -> None:
+        print(
+            f"  epoch {m['epoch']}/{cfg.epochs}  loss {m['train_loss']:.4f}  "
+            f"{m['tokens_per_s']:.0f} tok/s  {m['epoch_seconds']:.0f}s",
+            flush=True,
+        )
+
+    trainer.fit(on_epoch)
+    scores = trainer.predict(test_enc)
+    test_metrics = classification_metrics(test_enc.labels, scores, test_enc.criteria)
+    baselines = {
+        "majority": majority_baseline(train_pairs, test_pairs),
+        "tfidf_logreg": tfidf_baseline(texts, train_pairs, test_pairs, cfg.seed),
+    }
+
+    metrics = {
+        "test": test_metrics,
+        "baselines": baselines,
+        "train_history": trainer.state.history,
+        "data": {
+            "source": str(data.source),
+            "fingerprint": data.fingerprint,
+            "train_posts": len(train_posts),
+            "test_posts": len(test_posts),
+            "train_pairs": len(train_pairs),
+            "test_pairs": len(test_pairs),
+            "test_matched": int(test_pairs["label"].sum()),
+        },
+        "model": counts | {"precision": "bf16" if amp else "fp32", "device": str(device)},
+        "config": cfg.to_dict(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    with atomic_dir(args.output) as out:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        pd.DataFrame(
+            {
+                "post_id": test_enc.post_ids,
+                "criterion": test_enc.criteria,
+                "label": test_enc.labels,
+                "score": scores.round(6),
+            }
+        ).to_csv(out / "predictions.csv", index=False)
+        (out / "splits.json").write_text(
+            json.dumps(
+                {"seed": cfg.seed, "train": list(train_posts), "test": list(test_posts)}, indent=1
+            )
+        )
+        save_model(model, cfg, out / "model")
+
+    print(
+        f"\ntest macro-F1 {test_metrics['macro_f1']:.4f}  (matched F1 "
+        f"{test_metrics['f1_matched']:.3f}, ROC-AUC {test_metrics['roc_auc']:.3f})"
+    )
+    print(
+        f"baselines on the same split: majority-class macro-F1 "
+        f"{baselines['majority']['macro_f1']:.4f}, TF-IDF + logistic regression macro-F1 "
+        f"{baselines['tfidf_logreg']['macro_f1']:.4f}"
+    )
+    print(
+        f"wrote {args.output}/ (metrics.json, predictions.csv, splits.json, model/) "
+        f"in {metrics['seconds']:.0f}s"
+    )
+    return 0
+
+
+def _warn_fingerprint(config_path: str | None, fingerprint: str) -> None:
+    if not config_path:
+        return
+    from nli_tune.config import read_mapping
+
+    meta = read_mapping(config_path).get("search") or {}
+    expected = meta.get("data_fingerprint") if isinstance(meta, dict) else None
+    if expected and not fingerprint.startswith(str(expected)):
+        print(
+            f"warning: data fingerprint {fingerprint[:16]} differs from the one the search "
+            f"used ({str(expected)[:16]}): the config was chosen on other data",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(run_cli(main))

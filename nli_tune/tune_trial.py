@@ -1,0 +1,199 @@
+"""One search trial: a Ray Train TorchTrainer whose K workers each train one CV fold.
+
+Per epoch every worker reports its fold's validation metrics; a Train callback (running
+in the Train controller) aggregates all K reports into the cross-fold mean and std and
+hands them, through a small per-trial `Gate` actor, to the trial function, which reports
+them to Tune. Workers wait at the gate until Tune has taken the epoch, so a trial that
+ASHA stops computes no epoch beyond the one it was judged on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+from ray import tune
+from ray.train.torch import TorchTrainer
+
+# Per-fold metrics sent from each worker every epoch (numbers only, never text).
+FOLD_METRICS = (
+    "val_macro_f1",
+    "val_f1_matched",
+    "val_roc_auc",
+    "val_pr_auc",
+    "train_loss",
+    "best_val_macro_f1",
+    "tokens_per_s",
+)
+
+
+@ray.remote(num_cpus=0)
+class Gate:
+    """Rendezvous between the Train controller, the trial function and the workers."""
+
+    def __init__(self):
+        self._queue: asyncio.Queue | None = None
+        self._cond: asyncio.Condition | None = None
+        self._allowed = 0
+
+    def _init(self):  # asyncio objects must be made inside the actor's event loop
+        if self._queue is None:
+            self._queue, self._cond = asyncio.Queue(), asyncio.Condition()
+
+    async def push(self, item):
+        self._init()
+        await self._queue.put(item)
+
+    async def pop(self):
+        self._init()
+        return await self._queue.get()
+
+    async def allow(self, epoch: int):
+        self._init()
+        async with self._cond:
+            self._allowed = max(self._allowed, epoch)
+            self._cond.notify_all()
+
+    async def wait_allowed(self, epoch: int):
+        self._init()
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._allowed >= epoch)
+
+
+def aggregate(reports: list[dict]) -> dict[str, Any]:
+    """K workers' metrics for one epoch -> the cross-fold numbers Tune sees."""
+    by_fold = sorted(reports, key=lambda m: m["fold"])
+    scores = np.array([m["val_macro_f1"] for m in by_fold], dtype=float)
+    out: dict[str, Any] = {
+        "epoch": int(by_fold[0]["epoch"]),
+        "cv_macro_f1": float(scores.mean()),
+        "cv_macro_f1_std": float(scores.std()),
+        "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
+    }
+    for m in by_fold:
+        k = m["fold"]
+        out |= {
+            f"fold{k}_{name[4:] if name.startswith('val_') else name}": float(m[name])
+            for name in FOLD_METRICS
+        }
+    return out
+
+
+class GateCallback(ray.train.UserCallback):
+    """Runs in the Train controller: sees every worker's report, pushes the aggregate."""
+
+    def __init__(self, gate):
+        self.gate = gate
+
+    def after_report(self, run_context, metrics, checkpoint):
+        self.gate.push.remote(aggregate(metrics))  # no ray.get: the controller is async
+
+
+def fold_worker(loop_config: dict) -> None:
+    """Ray Train worker: rank k trains CV fold k with the one-fold trainer."""
+    import torch
+
+    from nli_tune.config import TrainConfig
+    from nli_tune.encoding import assemble
+    from nli_tune.model import build_model
+    from nli_tune.trainer import FoldTrainer
+
+    k = ray.train.get_context().get_world_rank()
+    torch.set_num_threads(loop_config["threads"])
+    shared = ray.get(loop_config["data"]["ref"])
+    cfg = TrainConfig.from_dict(loop_config["train_config"])
+    model, tokenizer = build_model(cfg)
+    enc = assemble(shared["tokens"], shared["pairs"], cfg.max_length)
+    train_posts, val_posts = shared["plan"].fold(k)
+    device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")
+    trainer = FoldTrainer(
+        cfg, model, enc.subset(train_posts), enc.subset(val_posts), tokenizer.pad_token_id, device
+    )
+    gate = loop_config["gate"]
+
+    def report(metrics: dict, save: bool) -> None:
+        payload = {
+            "fold": k,
+            "epoch": metrics["epoch"],
+            "stopped_early": bool(metrics["stopped_early"]),
+        }
+        payload |= {name: float(metrics.get(name, float("nan"))) for name in FOLD_METRICS}
+        if not save:
+            ray.train.report(payload)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.save_checkpoint(Path(tmp) / f"fold{k}")  # one folder per rank: they merge
+            ray.train.report(
+                payload,
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                checkpoint_dir_name=f"epoch_{metrics['epoch']:03d}",
+            )
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # a retried worker or a resumed search: continue the fold
+        with checkpoint.as_directory() as ckpt_dir:
+            trainer.load_checkpoint(Path(ckpt_dir) / f"fold{k}")
+        # Re-report the restored epoch so a resumed trial always reports at least once.
+        report({**trainer.state.history[-1], "stopped_early": trainer.state.stopped}, False)
+        ray.get(gate.wait_allowed.remote(trainer.state.epoch))
+    while trainer.state.epoch < cfg.epochs:
+        metrics = trainer.step_epoch()
+        report(metrics, True)
+        if trainer.state.epoch < cfg.epochs:
+            ray.get(gate.wait_allowed.remote(trainer.state.epoch))
+
+
+def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
+    """Tune function trainable: one TorchTrainer of K fold workers, reported per epoch."""
+    from nli_tune.config import TrainConfig
+
+    cfg = TrainConfig.from_dict(settings["base_config"] | sampled)
+    gate = Gate.remote()
+    use_gpu = settings["gpus_per_worker"] > 0
+    resources = {"CPU": settings["cpus_per_worker"]}
+    if use_gpu:
+        resources["GPU"] = settings["gpus_per_worker"]
+    trainer = TorchTrainer(
+        fold_worker,
+        train_loop_config={
+            "train_config": cfg.to_dict(),
+            "data": shared,
+            "gate": gate,
+            "use_gpu": use_gpu,
+            "threads": max(1, round(settings["cpus_per_worker"])),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.folds, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            storage_path=settings["train_storage"],
+            name=f"trial_{tune.get_context().get_trial_id()}",  # stable: a resume finds it
+            failure_config=ray.train.FailureConfig(max_failures=2, controller_failure_limit=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=[GateCallback(gate)],
+        ),
+    )
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as err:  # surfaced in the trial thread below
+            failure.append(err)
+        finally:
+            gate.push.remote(None)
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    while (item := ray.get(gate.pop.remote())) is not None:
+        tune.report(item)  # returns when Tune wants the next epoch (ASHA kills us otherwise)
+        gate.allow.remote(item["epoch"])
+    thread.join()
+    if failure:
+        raise failure[0]

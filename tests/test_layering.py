@@ -1,0 +1,14 @@
+import subprocess
+import sys
+
+
+def test_components_import_no_ray():
+    code = (
+        "import sys; import nli_tune.data, nli_tune.folds, nli_tune.model, "
+        "nli_tune.trainer, nli_tune.encoding, nli_tune.space, nli_tune.train; "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]"

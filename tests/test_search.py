@@ -1,0 +1,255 @@
+"""The distributed search on one session-scoped local Ray (tiny-random: mechanics only)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from nli_tune import SAMPLE_DIR
+from nli_tune.config import TrainConfig
+from tests.test_train import assert_no_post_text
+
+SMOKE = {
+    "num_samples": 2,
+    "folds": 2,
+    "scheduler": "none",
+    "seed": 0,
+    "params": {
+        "pooling": {"choice": ["mean", "attention"]},
+        "lr": {"loguniform": [1.0e-3, 1.0e-2]},
+    },
+    "fixed": {
+        "model": "tiny-random",
+        "num_layers": None,
+        "max_length": 96,
+        "epochs": 2,
+        "batch_size": 32,
+    },
+    "resources": {"cpus_per_worker": 0.5, "driver_cpus": 0.25},
+}
+
+
+def _space(tmp: Path, name: str, **overrides) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **SMOKE, **overrides}))
+    return path
+
+
+def _search(tmp: Path, space: Path, address: str, *extra: str, wait: bool = True):
+    cmd = [
+        sys.executable,
+        "-m",
+        "nli_tune.search",
+        "--space",
+        str(space),
+        "--output",
+        str(tmp / "outputs"),
+        "--mlflow-uri",
+        f"sqlite:///{tmp / 'mlflow.db'}",
+        "--address",
+        address,
+        *extra,
+    ]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    return r.stdout
+
+
+def _runs(tmp: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("role") == "search"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, ray_address):
+    tmp = tmp_path_factory.mktemp("smoke")
+    stdout = _search(tmp, _space(tmp, "smoke"), ray_address)
+    return tmp, stdout
+
+
+def test_smoke_cv_results_match_mlflow(smoke):
+    tmp, _ = smoke
+    run_dir = tmp / "outputs" / "smoke"
+    table = pd.read_csv(run_dir / "cv_results.csv")
+    assert len(table) == 2 and set(table["status"]) == {"completed"}
+    assert (table["epochs"] == 2).all() and sorted(table["rank"]) == [1, 2]
+    client, parents, children = _runs(tmp, "smoke")
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    by_id = {c.info.run_id: c for c in children}
+    for row in table.itertuples():
+        run = by_id[row.mlflow_run_id]
+        folds = []
+        for k in range(2):
+            history = client.get_metric_history(run.info.run_id, f"fold{k}_macro_f1")
+            assert [m.step for m in history] == [1, 2]
+            assert history[-1].value == pytest.approx(getattr(row, f"fold{k}_macro_f1"))
+            folds.append(history[-1].value)
+        assert row.cv_macro_f1 == pytest.approx(np.mean(folds))
+        assert row.cv_macro_f1_std == pytest.approx(np.std(folds))
+        cv = client.get_metric_history(run.info.run_id, "cv_macro_f1")
+        assert [m.step for m in cv] == [1, 2] and cv[-1].value == pytest.approx(row.cv_macro_f1)
+        assert run.data.params["pooling"] == row.pooling and run.data.params["folds"] == "2"
+        assert run.data.tags["status"] == "completed"
+
+
+def test_best_config_is_the_top_trial_and_trains(smoke):
+    tmp, stdout = smoke
+    run_dir = tmp / "outputs" / "smoke"
+    table = pd.read_csv(run_dir / "cv_results.csv")
+    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
+    top = table.loc[table["cv_macro_f1"].idxmax()]
+    assert best["search"]["cv_macro_f1"] == pytest.approx(top["cv_macro_f1"])
+    assert best["pooling"] == top["pooling"] and best["lr"] == pytest.approx(top["lr"])
+    assert best["search"]["mlflow_run_id"] == top["mlflow_run_id"]
+    assert len(best["search"]["fold_macro_f1"]) == 2 and best["search"]["data_fingerprint"]
+    assert TrainConfig.from_file(run_dir / "best_config.yaml").model == "tiny-random"
+    assert f"cv macro-F1 {top['cv_macro_f1']:.4f}" in stdout
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nli_tune.train",
+            "--config",
+            str(run_dir / "best_config.yaml"),
+            "--output",
+            str(tmp / "final"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (
+        json.loads((tmp / "final" / "metrics.json").read_text())["config"]["pooling"]
+        == (best["pooling"])
+    )
+
+
+def test_no_post_text_in_search_outputs_or_mlflow(smoke):
+    tmp, stdout = smoke
+    assert_no_post_text(tmp, SAMPLE_DIR)  # outputs/, ray/ trial folders and mlflow.db
+
+
+def test_dashboard_answers_with_token(smoke):
+    _, stdout = smoke
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("Ray dashboard: http://"))
+    url = line.split()[2] + "/api/version"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(url, timeout=10)
+    assert denied.value.code == 401  # token authentication stays on
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and "ray_version" in json.loads(resp.read())
+
+
+def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
+    # Trial 1 learns (lr 5e-3); trial 2 cannot move its zero-initialised head (lr 1e-12), so
+    # it predicts "matched" everywhere (macro-F1 ~0.09) and must be cut at the first rung.
+    space = _space(
+        tmp_path,
+        "asha",
+        scheduler="asha",
+        num_samples=2,
+        points_to_evaluate=[{"lr": 5.0e-3, "pooling": "mean"}, {"lr": 1.0e-12, "pooling": "mean"}],
+        asha={"grace_period": 1, "reduction_factor": 2},
+        fixed=SMOKE["fixed"] | {"epochs": 3},
+    )
+    _search(tmp_path, space, ray_address)
+    table = pd.read_csv(tmp_path / "outputs" / "asha" / "cv_results.csv")
+    bad = table[table["lr"] < 1e-9].iloc[0]
+    good = table[table["lr"] > 1e-9].iloc[0]
+    assert good["status"] == "completed" and good["epochs"] == 3
+    assert bad["status"] == "stopped early" and bad["epochs"] == 1
+    assert bad["cv_macro_f1"] < 0.2 < good["cv_macro_f1"]
+    client, _, children = _runs(tmp_path, "asha")
+    run = next(c for c in children if c.info.run_id == bad["mlflow_run_id"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "cv_macro_f1")] == [1]
+    assert run.data.tags["status"] == "stopped early"
+
+
+def test_interrupt_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
+    space = _space(tmp_path, "resume", num_samples=3)
+    proc = _search(tmp_path, space, ray_address, wait=False)
+    exp_dir = tmp_path / "outputs" / "resume" / "ray" / "resume"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:  # until one trial has finished
+        done = [p for p in exp_dir.glob("*/result.json") if len(p.read_text().splitlines()) >= 2]
+        if done:
+            break
+        time.sleep(1)
+    assert proc.poll() is None, "search ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    assert "--resume" in out and not (tmp_path / "outputs" / "resume" / "cv_results.csv").exists()
+    finished_before = {
+        p.parent.name.split("_")[2]
+        for p in exp_dir.glob("*/result.json")
+        if len(p.read_text().splitlines()) >= 2
+    }
+
+    _search(tmp_path, space, ray_address, "--resume")
+    table = pd.read_csv(tmp_path / "outputs" / "resume" / "cv_results.csv")
+    assert len(table) == 3 and set(table["status"]) == {"completed"}
+    client, parents, children = _runs(tmp_path, "resume")
+    assert len(parents) == 1 and len(children) == 3
+    assert set(table["mlflow_run_id"]) == {c.info.run_id for c in children}
+    for c in children:  # no epoch logged twice, none rerun
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "cv_macro_f1")]
+        assert steps == [1, 2], steps
+    assert finished_before <= set(table["trial_id"])
+
+
+def test_resume_without_a_search_and_rerun_without_resume_are_user_errors(smoke, tmp_path):
+    tmp, _ = smoke
+    cmd = [
+        sys.executable,
+        "-m",
+        "nli_tune.search",
+        "--space",
+        str(tmp / "smoke.yaml"),
+        "--output",
+        str(tmp / "outputs"),
+    ]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "pass --resume to continue it" in again.stderr
+    fresh = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "none"), "--resume"], capture_output=True, text=True, timeout=120
+    )
+    assert fresh.returncode == 2 and "no search to resume" in fresh.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_cluster_yaml_passes_rays_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "cluster.yaml").read_text())
+    config = prepare_config(raw)
+    validate_config(config)
+    assert config["head_node_type"] in config["available_node_types"]
+    workers = [
+        t for name, t in config["available_node_types"].items() if name != config["head_node_type"]
+    ]
+    assert any(t["resources"].get("GPU", 0) >= 1 for t in workers)
+    assert config["available_node_types"][config["head_node_type"]]["resources"].get("GPU", 0) == 0
+    assert any("pip install" in c for c in config["setup_commands"])

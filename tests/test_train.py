@@ -1,0 +1,121 @@
+"""`python -m nli_tune.train` end to end on tiny-random (mechanics; learning is checked by
+the default run in the README and by bench)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from nli_tune import SAMPLE_DIR
+from nli_tune.data import load_redsm5
+from nli_tune.folds import split_test
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) >= 25]
+
+
+def assert_no_post_text(root: Path, data_dir: Path) -> None:
+    """No sentence (>= 25 chars) of any post appears in any file under root."""
+    data = load_redsm5(data_dir)
+    blobs = [p.read_bytes().decode("utf-8", "ignore") for p in root.rglob("*") if p.is_file()]
+    assert blobs
+    for text in data.posts["text"]:
+        for sentence in _sentences(text):
+            assert not any(sentence in b for b in blobs), f"post text leaked: {sentence[:40]}"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = {
+        "model": "tiny-random",
+        "num_layers": None,
+        "max_length": 96,
+        "epochs": 1,
+        "batch_size": 32,
+        "seed": 3,
+    }
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp / "out"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nli_tune.train",
+            "--config",
+            str(tmp / "cfg.yaml"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r.stdout
+
+
+def test_outputs_and_numbers(trained):
+    out, stdout = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["macro_f1"] <= 1.0
+    assert {"majority", "tfidf_logreg"} <= set(metrics["baselines"])
+    assert "majority-class macro-F1" in stdout and "TF-IDF + logistic regression" in stdout
+    data = load_redsm5(SAMPLE_DIR)
+    _, test_posts = split_test(data.pairs(), 0.15, 3)
+    preds = pd.read_csv(out / "predictions.csv")
+    assert list(preds.columns) == ["post_id", "criterion", "label", "score"]
+    assert len(preds) == 9 * len(test_posts) == metrics["data"]["test_pairs"]
+    assert set(preds["post_id"]) == set(test_posts)
+    assert preds["label"].sum() == metrics["data"]["test_matched"]
+    assert preds["score"].between(0, 1).all()
+    # the majority class is "unmatched": its macro-F1 is half the unmatched-class F1 (< 0.5)
+    assert metrics["baselines"]["majority"]["macro_f1"] < 0.5
+    model_files = {p.name for p in (out / "model").rglob("*") if p.is_file()}
+    assert {"head.safetensors", "config.yaml", "adapter_model.safetensors"} <= model_files
+    assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
+
+
+def test_no_post_text_written(trained):
+    out, stdout = trained
+    assert_no_post_text(out, SAMPLE_DIR)
+    for text in load_redsm5(SAMPLE_DIR).posts["text"]:
+        assert not any(s in stdout for s in _sentences(text))
+
+
+def test_bad_config_exits_2_and_writes_nothing(tmp_path):
+    (tmp_path / "cfg.yaml").write_text("pooling: gem\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nli_tune.train",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'cfg.yaml'}: config key 'pooling' = 'gem': must be one of "
+        "mean, cls, max, attention"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
+    (tmp_path / "cfg.yaml").write_text("learning_rate: 0.1\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "nli_tune.train", "--config", str(tmp_path / "cfg.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "unknown config key 'learning_rate'" in r.stderr
