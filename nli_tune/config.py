@@ -37,16 +37,17 @@ class TrainConfig:
     rank: int = 16  # DoRA rank r on q/k/v/o projections
     alpha: float = 32.0  # DoRA scaling numerator (scale = alpha / rank)
     head_dropout: float = 0.1  # dropout before the linear head (adapters use none: it costs +33%)
-    max_length: int = 192  # tokens per (post, criterion) pair; only the post is truncated
+    max_length: int = 128  # tokens per (post, criterion) pair; only the post is truncated
     # --- optimisation ---
-    lr: float = 1e-3  # peak AdamW learning rate for adapters, pooler and head
+    lr: float = 2e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_ratio: float = 0.1  # fraction of optimizer steps spent warming the LR up from 0
     batch_size: int = 16  # pairs per optimizer step (before accumulation)
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
-    epochs: int = 4  # passes over the training pairs
+    epochs: int = 6  # passes over the training pairs
     patience: int = 2  # epochs without val macro-F1 gain before a fold stops (0 = never)
     class_weights: bool = True  # weight the loss by inverse class frequency of the train split
+    neg_ratio: float | None = 3.0  # unmatched pairs drawn per matched pair each epoch; null = all
     grad_checkpointing: bool = False  # trade compute for memory in the backbone
     precision: str = "auto"  # auto (bf16 on CUDA / bf16-capable CPUs, else fp32) | bf16 | fp32
     eval_batch_size: int = 32  # pairs per forward pass when scoring
@@ -94,6 +95,11 @@ class TrainConfig:
             "must be in [0, 1)",
         )
         need(
+            self.neg_ratio is None or _is_num(self.neg_ratio) and self.neg_ratio > 0,
+            "neg_ratio",
+            "must be a positive number or null",
+        )
+        need(
             _is_num(self.head_dropout) and 0 <= self.head_dropout < 1,
             "head_dropout",
             "must be in [0, 1)",
@@ -125,7 +131,7 @@ class TrainConfig:
         known = {k: v for k, v in values.items() if k not in METADATA_KEYS}
         # YAML reads 1e-3 as a string; accept numeric strings for float keys.
         for f in fields(cls):
-            if f.name in known and f.type == "float" and isinstance(known[f.name], str):
+            if f.name in known and "float" in f.type and isinstance(known[f.name], str):
                 try:
                     known[f.name] = float(known[f.name])
                 except ValueError:

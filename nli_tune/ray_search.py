@@ -225,6 +225,7 @@ def export(
 ) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
     max_epochs = _max_epochs(space, base)
+    run_ids = mlflow_cb.trial_runs()
     rows = []
     for result in grid:
         m = result.metrics or {}
@@ -240,7 +241,7 @@ def export(
             "cv_macro_f1_std": m.get("cv_macro_f1_std"),
             "epochs": epochs,
             "status": status,
-            "mlflow_run_id": mlflow_cb._runs.get(tid, ""),
+            "mlflow_run_id": run_ids.get(tid, ""),
         }
         rows.append((row, result))
     table = pd.DataFrame([r for r, _ in rows])

@@ -40,6 +40,7 @@ TOP_KEYS = (
     "resources",
     "asha",
     "seed",
+    "points_to_evaluate",
 )
 RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
 ASHA_KEYS = ("grace_period", "reduction_factor")

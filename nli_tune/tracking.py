@@ -104,6 +104,14 @@ class MlflowTrialCallback(tune.Callback):
         self._runs[tid] = rid
         return rid
 
+    def trial_runs(self) -> dict[str, str]:
+        """trial_id -> run_id of this search, read back from MLflow (the callback Tune ran
+        may be a restored copy of this one)."""
+        runs = self.client.search_runs(
+            [self.exp_id], f"tags.search_id = '{self.search_id}' and tags.role = '{TRIAL_ROLE}'"
+        )
+        return {r.data.tags["trial_id"]: r.info.run_id for r in runs}
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
 

@@ -88,12 +88,14 @@ class FoldTrainer:
             ],
             lr=cfg.lr,
         )
-        n_batches = math.ceil(len(train) / cfg.batch_size)
+        n_batches = math.ceil(len(self._epoch_pairs(np.random.default_rng(0))) / cfg.batch_size)
         total = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * total), max(total, 1)
         )
         counts = np.bincount(train.labels, minlength=2).astype(float)
+        if cfg.neg_ratio is not None:  # the loss sees the subsampled class balance
+            counts[0] = min(counts[0], cfg.neg_ratio * counts[1])
         weights = counts.sum() / (2 * np.maximum(counts, 1)) if cfg.class_weights else np.ones(2)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=torch.tensor(weights, dtype=torch.float32, device=self.device)
@@ -121,10 +123,24 @@ class FoldTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss.item(), int(batch["attention_mask"].sum())
 
+    def _epoch_pairs(self, rng: np.random.Generator) -> np.ndarray:
+        """Indices of this epoch's training pairs: all of them, or with neg_ratio set, every
+        matched pair plus a fresh random draw of neg_ratio unmatched pairs per matched one."""
+        if self.cfg.neg_ratio is None:
+            return np.arange(len(self.train))
+        pos = np.flatnonzero(self.train.labels == 1)
+        neg = np.flatnonzero(self.train.labels == 0)
+        n_neg = min(len(neg), math.ceil(self.cfg.neg_ratio * max(len(pos), 1)))
+        return np.sort(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]))
+
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         start, tokens, total_loss = time.perf_counter(), 0, 0.0
-        batches = bucketed_batches(self.train.lengths, self.cfg.batch_size, self.rng)
+        chosen = self._epoch_pairs(self.rng)
+        batches = [
+            chosen[b]
+            for b in bucketed_batches(self.train.lengths[chosen], self.cfg.batch_size, self.rng)
+        ]
         self.optimizer.zero_grad(set_to_none=True)
         for i, idx in enumerate(batches):
             last = i + 1 == len(batches)

@@ -140,8 +140,11 @@ def fold_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as ckpt_dir:
             trainer.load_checkpoint(Path(ckpt_dir) / f"fold{k}")
         # Re-report the restored epoch so a resumed trial always reports at least once.
-        report({**trainer.state.history[-1], "stopped_early": trainer.state.stopped}, False)
-        ray.get(gate.wait_allowed.remote(trainer.state.epoch))
+        state = trainer.state
+        last = state.best_metrics if state.stopped else state.history[-1]
+        report({**last, "epoch": state.epoch, "stopped_early": state.stopped}, False)
+        if state.epoch < cfg.epochs:
+            ray.get(gate.wait_allowed.remote(state.epoch))
     while trainer.state.epoch < cfg.epochs:
         metrics = trainer.step_epoch()
         report(metrics, True)

@@ -97,3 +97,30 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     for n, p in resumed.model.named_parameters():
         if p.requires_grad:
             assert torch.allclose(p, a[n], atol=1e-5), n
+
+
+def test_neg_ratio_draws_all_matched_and_fresh_unmatched_pairs():
+    texts, pairs = _toy(30, 2)
+    cfg = TrainConfig(
+        model="tiny-random",
+        num_layers=None,
+        max_length=96,
+        epochs=1,
+        neg_ratio=1.5,
+        batch_size=4,
+        seed=3,
+        precision="fp32",
+    )
+    trainer = _trainer(cfg, texts, pairs)
+    labels = trainer.train.labels
+    first = trainer._epoch_pairs(trainer.rng)
+    second = trainer._epoch_pairs(trainer.rng)
+    n_pos = int(labels.sum())
+    for chosen in (first, second):
+        assert labels[chosen].sum() == n_pos  # every matched pair, every epoch
+        assert (labels[chosen] == 0).sum() == int(np.ceil(1.5 * n_pos))
+        assert len(set(chosen)) == len(chosen)
+    assert set(first) != set(second)  # negatives are re-drawn each epoch
+    # the loss weights see the subsampled balance (1.5 : 1), not the full one
+    w = trainer.loss_fn.weight
+    assert w[1] / w[0] == pytest.approx(1.5)
