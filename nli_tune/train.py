@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         device,
         log=lambda msg: print(msg, flush=True),
     )
-    trainer.progress_every = max(1, len(train_enc) // cfg.batch_size // 4)
+    trainer.progress_lines = 4
 
     def on_epoch(m: dict) -> None:
         print(

@@ -75,7 +75,7 @@ class FoldTrainer:
         self.cfg, self.model, self.train, self.val = cfg, model, train, val
         self.pad_id, self.device = pad_id, torch.device(device)
         self.log = log or (lambda msg: None)
-        self.progress_every = 0  # log a progress line every N batches (0 = per epoch only)
+        self.progress_lines = 0  # progress lines logged within each epoch (0 = none)
         self.amp = autocast_dtype(cfg.precision, self.device)
         self.model.to(self.device)
         self.rng = np.random.default_rng(cfg.seed)
@@ -147,7 +147,8 @@ class FoldTrainer:
             loss, n_tokens = self.micro_step(idx, (i + 1) % self.cfg.grad_accum == 0 or last)
             total_loss += loss
             tokens += n_tokens
-            if self.progress_every and (i + 1) % self.progress_every == 0 and not last:
+            every = max(1, len(batches) // self.progress_lines) if self.progress_lines else 0
+            if every and (i + 1) % every == 0 and not last:
                 rate = tokens / (time.perf_counter() - start)
                 self.log(
                     f"    epoch {self.state.epoch}: batch {i + 1}/{len(batches)}  "

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,5 +47,8 @@ def ray_address(tmp_path_factory):
         timeout=180,
     )
     assert started.returncode == 0, started.stderr[-2000:]
-    yield "auto"
+    # The explicit address, not "auto": another cluster started later must not be picked.
+    match = re.search(r"--address='([^']+)'", started.stdout + started.stderr)
+    assert match, started.stdout[-2000:]
+    yield match.group(1)
     subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
