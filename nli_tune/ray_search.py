@@ -245,8 +245,9 @@ def export(
         }
         rows.append((row, result))
     table = pd.DataFrame([r for r, _ in rows])
-    table["rank"] = table["cv_macro_f1"].rank(ascending=False, method="min")
-    table = table.sort_values(["rank", "trial_id"], na_position="last")
+    # "cv_rank", not "rank": `rank` is also a searchable param (the DoRA rank).
+    table["cv_rank"] = table["cv_macro_f1"].rank(ascending=False, method="min")
+    table = table.sort_values(["cv_rank", "trial_id"], na_position="last")
     table.to_csv(run_dir / "cv_results.csv", index=False)
 
     ranked = [(r, res) for r, res in rows if r["cv_macro_f1"] is not None and not res.error]

@@ -90,7 +90,7 @@ def test_smoke_cv_results_match_mlflow(smoke):
     run_dir = tmp / "outputs" / "smoke"
     table = pd.read_csv(run_dir / "cv_results.csv")
     assert len(table) == 2 and set(table["status"]) == {"completed"}
-    assert (table["epochs"] == 2).all() and sorted(table["rank"]) == [1, 2]
+    assert (table["epochs"] == 2).all() and sorted(table["cv_rank"]) == [1, 2]
     client, parents, children = _runs(tmp, "smoke")
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
@@ -253,3 +253,10 @@ def test_cluster_yaml_passes_rays_schema():
     assert any(t["resources"].get("GPU", 0) >= 1 for t in workers)
     assert config["available_node_types"][config["head_node_type"]]["resources"].get("GPU", 0) == 0
     assert any("pip install" in c for c in config["setup_commands"])
+
+
+def test_searching_dora_rank_keeps_it_apart_from_the_cv_rank(tmp_path, ray_address):
+    params = SMOKE["params"] | {"rank": {"choice": [4, 8]}}
+    _search(tmp_path, _space(tmp_path, "ranks", params=params, num_samples=2), ray_address)
+    table = pd.read_csv(tmp_path / "outputs" / "ranks" / "cv_results.csv")
+    assert set(table["rank"]) <= {4, 8} and sorted(table["cv_rank"]) == [1, 2]
