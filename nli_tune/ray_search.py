@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,10 @@ def run_search(
     try:
         resources = ray.cluster_resources()
         max_concurrent = concurrency(space, resources)
+        # First write only now: every check that can fail on the user's input has passed.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(space.source, run_dir / "space.yaml")
+        shared["plan"].save(run_dir / "folds.json")
         print(
             f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs -> "
             f"{max_concurrent} trial(s) at a time",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -152,9 +151,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from nli_tune.ray_search import SearchInterrupted, run_search
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(space.source, run_dir / "space.yaml")
-    plan.save(run_dir / "folds.json")
     try:
         best = run_search(
             space,

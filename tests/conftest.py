@@ -1,5 +1,4 @@
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -47,8 +46,7 @@ def ray_address(tmp_path_factory):
         timeout=180,
     )
     assert started.returncode == 0, started.stderr[-2000:]
-    # The explicit address, not "auto": another cluster started later must not be picked.
-    match = re.search(r"--address='([^']+)'", started.stdout + started.stderr)
-    assert match, started.stdout[-2000:]
-    yield match.group(1)
+    # "auto", not the printed ip:port: Ray 2.60 drivers given an explicit address do not
+    # send the cluster's auth token (InvalidAuthToken), while "auto" does.
+    yield "auto"
     subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)

@@ -260,3 +260,24 @@ def test_searching_dora_rank_keeps_it_apart_from_the_cv_rank(tmp_path, ray_addre
     _search(tmp_path, _space(tmp_path, "ranks", params=params, num_samples=2), ray_address)
     table = pd.read_csv(tmp_path / "outputs" / "ranks" / "cv_results.csv")
     assert set(table["rank"]) <= {4, 8} and sorted(table["cv_rank"]) == [1, 2]
+
+
+def test_trial_too_big_for_the_cluster_fails_at_once_and_writes_nothing(tmp_path, ray_address):
+    space = _space(tmp_path, "huge", resources={"cpus_per_worker": 8, "driver_cpus": 0.25})
+    cmd = [
+        sys.executable,
+        "-m",
+        "nli_tune.search",
+        "--space",
+        str(space),
+        "--output",
+        str(tmp_path / "outputs"),
+        "--mlflow-uri",
+        f"sqlite:///{tmp_path / 'm.db'}",
+        "--address",
+        ray_address,
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "one trial needs 16.25 CPUs" in r.stderr and "cluster has 2 CPUs" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]
