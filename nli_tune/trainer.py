@@ -88,7 +88,7 @@ class FoldTrainer:
             ],
             lr=cfg.lr,
         )
-        n_batches = math.ceil(len(self._epoch_pairs(np.random.default_rng(0))) / cfg.batch_size)
+        n_batches = math.ceil(self._epoch_size() / cfg.batch_size)
         total = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * total), max(total, 1)
@@ -123,15 +123,23 @@ class FoldTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss.item(), int(batch["attention_mask"].sum())
 
+    def _epoch_size(self) -> int:
+        """Training pairs per epoch: all, or every matched pair plus neg_ratio per matched."""
+        n_pos = int(self.train.labels.sum())
+        if self.cfg.neg_ratio is None:
+            return len(self.train)
+        n_neg = len(self.train) - n_pos
+        return n_pos + min(n_neg, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
+
     def _epoch_pairs(self, rng: np.random.Generator) -> np.ndarray:
-        """Indices of this epoch's training pairs: all of them, or with neg_ratio set, every
-        matched pair plus a fresh random draw of neg_ratio unmatched pairs per matched one."""
+        """Indices of this epoch's training pairs; with neg_ratio set, the unmatched ones are
+        a fresh random draw each epoch."""
         if self.cfg.neg_ratio is None:
             return np.arange(len(self.train))
         pos = np.flatnonzero(self.train.labels == 1)
         neg = np.flatnonzero(self.train.labels == 0)
-        n_neg = min(len(neg), math.ceil(self.cfg.neg_ratio * max(len(pos), 1)))
-        return np.sort(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]))
+        draw = rng.choice(neg, self._epoch_size() - len(pos), replace=False)
+        return np.sort(np.concatenate([pos, draw]))
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()

@@ -45,8 +45,8 @@ def _space(tmp: Path, name: str, **overrides) -> Path:
     return path
 
 
-def _search(tmp: Path, space: Path, address: str, *extra: str, wait: bool = True):
-    cmd = [
+def _search_cmd(tmp: Path, space: Path, address: str, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "nli_tune.search",
@@ -60,6 +60,10 @@ def _search(tmp: Path, space: Path, address: str, *extra: str, wait: bool = True
         address,
         *extra,
     ]
+
+
+def _search(tmp: Path, space: Path, address: str, *extra: str, wait: bool = True):
+    cmd = _search_cmd(tmp, space, address, *extra)
     if not wait:
         return subprocess.Popen(
             cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -264,19 +268,7 @@ def test_searching_dora_rank_keeps_it_apart_from_the_cv_rank(tmp_path, ray_addre
 
 def test_trial_too_big_for_the_cluster_fails_at_once_and_writes_nothing(tmp_path, ray_address):
     space = _space(tmp_path, "huge", resources={"cpus_per_worker": 8, "driver_cpus": 0.25})
-    cmd = [
-        sys.executable,
-        "-m",
-        "nli_tune.search",
-        "--space",
-        str(space),
-        "--output",
-        str(tmp_path / "outputs"),
-        "--mlflow-uri",
-        f"sqlite:///{tmp_path / 'm.db'}",
-        "--address",
-        ray_address,
-    ]
+    cmd = _search_cmd(tmp_path, space, ray_address)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "one trial needs 16.25 CPUs" in r.stderr and "cluster has 2 CPUs" in r.stderr
