@@ -17,10 +17,11 @@ def majority_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, floa
     return classification_metrics(test["label"].to_numpy(), scores)
 
 
-def tfidf_baseline(
+def tfidf_scores(
     texts: dict[str, str], train: pd.DataFrame, test: pd.DataFrame, seed: int = 0
-) -> dict[str, float]:
-    """TF-IDF (word 1-2 grams) of the post + one balanced logistic regression per criterion."""
+) -> np.ndarray:
+    """P(matched) per test pair, in test's row order: TF-IDF (word 1-2 grams) of the post
+    and one balanced logistic regression per criterion."""
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     train_posts = list(dict.fromkeys(train["post_id"]))
     vec.fit([texts[p] for p in train_posts])
@@ -35,4 +36,4 @@ def tfidf_baseline(
         clf = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
         clf.fit(vec.transform([texts[p] for p in tr["post_id"]]), y)
         scores[test.index.get_indexer(test_part.index)] = clf.predict_proba(x_test)[:, 1]
-    return classification_metrics(test["label"].to_numpy(), scores, test["criterion"].to_numpy())
+    return scores

@@ -39,3 +39,45 @@ def classification_metrics(
             sel = crit == key
             out[f"f1_{key}"] = f1_score(labels[sel], pred[sel], zero_division=0)
     return {k: float(v) for k, v in out.items()}
+
+
+def bootstrap_macro_f1(
+    labels: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    groups: np.ndarray,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Macro-F1 of each 0/1 prediction vector over `n_boot` resamples of the groups (posts).
+
+    Posts, not pairs, are resampled: a post's 9 pairs share one text, so they are not
+    independent. Every prediction vector sees the same resamples, which makes differences
+    between them paired. Returns {name: array of n_boot macro-F1 values}.
+    """
+    labels = np.asarray(labels).astype(int)
+    _, post = np.unique(np.asarray(groups), return_inverse=True)
+    n_posts = post.max() + 1
+    rng = np.random.default_rng(seed)
+    # How often each post is drawn in each resample: [n_boot, n_posts].
+    weights = rng.multinomial(n_posts, np.full(n_posts, 1 / n_posts), size=n_boot)
+    out = {}
+    for name, pred in predictions.items():
+        pred = np.asarray(pred).astype(int)
+        # Per-post confusion counts; a resample's counts are their weighted sum.
+        cells = [(labels == 1) & (pred == 1), (labels == 0) & (pred == 1)]
+        cells += [(labels == 1) & (pred == 0), (labels == 0) & (pred == 0)]
+        per_post = np.stack([np.bincount(post, c, minlength=n_posts) for c in cells], 1)
+        tp, fp, fn, tn = (weights @ per_post).T
+        out[name] = (_f1(tp, fp, fn) + _f1(tn, fn, fp)) / 2
+    return out
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
+    """Percentile interval of bootstrap samples, rounded for reports."""
+    tail = (1 - level) / 2 * 100
+    return [round(float(v), 4) for v in np.percentile(samples, [tail, 100 - tail])]
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=float), where=denom > 0)

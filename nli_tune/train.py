@@ -19,13 +19,13 @@ import time
 import pandas as pd
 import torch
 
-from nli_tune.baselines import majority_baseline, tfidf_baseline
+from nli_tune.baselines import majority_baseline, tfidf_scores
 from nli_tune.config import TrainConfig
 from nli_tune.data import load_redsm5
 from nli_tune.encoding import encode_pairs
 from nli_tune.errors import UserError, run_cli
 from nli_tune.folds import split_test
-from nli_tune.metrics import classification_metrics
+from nli_tune.metrics import bootstrap_macro_f1, classification_metrics, interval
 from nli_tune.model import build_model, parameter_counts, save_model
 from nli_tune.outputs import atomic_dir
 from nli_tune.trainer import FoldTrainer, autocast_dtype
@@ -126,14 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     trainer.fit(on_epoch)
     scores = trainer.predict(test_enc)
     test_metrics = classification_metrics(test_enc.labels, scores, test_enc.criteria)
+    tfidf = tfidf_scores(texts, train_pairs, test_pairs, cfg.seed)
     baselines = {
         "majority": majority_baseline(train_pairs, test_pairs),
-        "tfidf_logreg": tfidf_baseline(texts, train_pairs, test_pairs, cfg.seed),
+        "tfidf_logreg": classification_metrics(test_enc.labels, tfidf, test_enc.criteria),
+    }
+    # The test split is small (a few hundred pairs): give its uncertainty, by post.
+    boot = bootstrap_macro_f1(
+        test_enc.labels,
+        {"model": scores >= 0.5, "tfidf": tfidf >= 0.5},
+        test_enc.post_ids,
+        seed=cfg.seed,
+    )
+    test_metrics["macro_f1_ci95"] = interval(boot["model"])
+    baselines["tfidf_logreg"]["macro_f1_ci95"] = interval(boot["tfidf"])
+    versus_tfidf = {
+        "macro_f1_difference": test_metrics["macro_f1"] - baselines["tfidf_logreg"]["macro_f1"],
+        "ci95": interval(boot["model"] - boot["tfidf"]),
     }
 
     metrics = {
         "test": test_metrics,
         "baselines": baselines,
+        "model_minus_tfidf": versus_tfidf,
         "train_history": trainer.state.history,
         "data": {
             "source": str(data.source),
@@ -165,14 +180,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         save_model(model, cfg, out / "model")
 
+    lo, hi = test_metrics["macro_f1_ci95"]
     print(
-        f"\ntest macro-F1 {test_metrics['macro_f1']:.4f}  (matched F1 "
-        f"{test_metrics['f1_matched']:.3f}, ROC-AUC {test_metrics['roc_auc']:.3f})"
+        f"\ntest macro-F1 {test_metrics['macro_f1']:.4f}  (95% CI {lo:.3f}-{hi:.3f} over "
+        f"{len(test_posts)} test posts; matched F1 {test_metrics['f1_matched']:.3f}, "
+        f"ROC-AUC {test_metrics['roc_auc']:.3f})"
     )
     print(
         f"baselines on the same split: majority-class macro-F1 "
         f"{baselines['majority']['macro_f1']:.4f}, TF-IDF + logistic regression macro-F1 "
         f"{baselines['tfidf_logreg']['macro_f1']:.4f}"
+    )
+    lo, hi = versus_tfidf["ci95"]
+    print(
+        f"model minus TF-IDF: {versus_tfidf['macro_f1_difference']:+.4f} macro-F1 "
+        f"(95% CI {lo:+.3f} to {hi:+.3f}; an interval that spans 0 is no clear difference)"
     )
     print(
         f"wrote {args.output}/ (metrics.json, predictions.csv, splits.json, model/) "

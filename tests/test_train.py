@@ -67,6 +67,14 @@ def test_outputs_and_numbers(trained):
     assert 0.0 <= metrics["test"]["macro_f1"] <= 1.0
     assert {"majority", "tfidf_logreg"} <= set(metrics["baselines"])
     assert "majority-class macro-F1" in stdout and "TF-IDF + logistic regression" in stdout
+    lo, hi = metrics["test"]["macro_f1_ci95"]
+    assert lo <= metrics["test"]["macro_f1"] <= hi and hi - lo > 0.01
+    lo, hi = metrics["baselines"]["tfidf_logreg"]["macro_f1_ci95"]
+    assert lo <= metrics["baselines"]["tfidf_logreg"]["macro_f1"] <= hi
+    versus = metrics["model_minus_tfidf"]
+    gap = metrics["test"]["macro_f1"] - metrics["baselines"]["tfidf_logreg"]["macro_f1"]
+    assert abs(versus["macro_f1_difference"] - gap) < 1e-9
+    assert versus["ci95"][0] <= versus["ci95"][1]
     data = load_redsm5(SAMPLE_DIR)
     _, test_posts = split_test(data.pairs(), 0.15, 3)
     preds = pd.read_csv(out / "predictions.csv")
