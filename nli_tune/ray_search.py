@@ -244,6 +244,7 @@ def export(
         row |= {
             "cv_macro_f1": m.get(METRIC),
             "cv_macro_f1_std": m.get("cv_macro_f1_std"),
+            "cv_roc_auc": m.get("cv_roc_auc"),
             "epochs": epochs,
             "status": status,
             "mlflow_run_id": run_ids.get(tid, ""),

@@ -101,14 +101,16 @@ def test_smoke_cv_results_match_mlflow(smoke):
     by_id = {c.info.run_id: c for c in children}
     for row in table.itertuples():
         run = by_id[row.mlflow_run_id]
-        folds = []
+        folds, aucs = [], []
         for k in range(2):
             history = client.get_metric_history(run.info.run_id, f"fold{k}_macro_f1")
             assert [m.step for m in history] == [1, 2]
             assert history[-1].value == pytest.approx(getattr(row, f"fold{k}_macro_f1"))
             folds.append(history[-1].value)
+            aucs.append(client.get_metric_history(run.info.run_id, f"fold{k}_roc_auc")[-1].value)
         assert row.cv_macro_f1 == pytest.approx(np.mean(folds))
         assert row.cv_macro_f1_std == pytest.approx(np.std(folds))
+        assert 0 < row.cv_roc_auc < 1 and row.cv_roc_auc == pytest.approx(np.mean(aucs))
         cv = client.get_metric_history(run.info.run_id, "cv_macro_f1")
         assert [m.step for m in cv] == [1, 2] and cv[-1].value == pytest.approx(row.cv_macro_f1)
         assert run.data.params["pooling"] == row.pooling and run.data.params["folds"] == "2"
@@ -273,3 +275,24 @@ def test_trial_too_big_for_the_cluster_fails_at_once_and_writes_nothing(tmp_path
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "one trial needs 16.25 CPUs" in r.stderr and "cluster has 2 CPUs" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]
+
+
+def test_aggregate_skips_folds_without_an_auc():
+    from nli_tune.tune_trial import FOLD_METRICS, aggregate
+
+    def report(fold, f1, auc):
+        return {n: 0.0 for n in FOLD_METRICS} | {
+            "fold": fold,
+            "epoch": 2,
+            "stopped_early": fold == 2,
+            "val_macro_f1": f1,
+            "val_roc_auc": auc,
+        }
+
+    # Reports arrive in any order; fold 1's validation split had one class (AUC NaN).
+    out = aggregate([report(2, 0.6, 0.9), report(0, 0.4, 0.7), report(1, 0.5, float("nan"))])
+    assert out["epoch"] == 2 and out["folds_stopped"] == 1
+    assert out["cv_macro_f1"] == pytest.approx(0.5)
+    assert out["cv_macro_f1_std"] == pytest.approx(np.std([0.4, 0.5, 0.6]))
+    assert out["cv_roc_auc"] == pytest.approx(0.8)
+    assert [out[f"fold{k}_macro_f1"] for k in range(3)] == [0.4, 0.5, 0.6]
