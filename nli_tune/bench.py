@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         synth.write(tmp, 1484, seed=0)
         data = load_redsm5(tmp)
-        enc = encode_pairs(tok, data.texts(), data.pairs(), cfg.max_length)
+        enc = encode_pairs(tok, data.texts(), data.pairs(), cfg.max_length, cfg.pair_order)
     results["data_seconds"] = time.perf_counter() - t0
     print(f"data: 1,484 posts -> {len(enc)} pairs encoded in {results['data_seconds']:.1f}s")
 

@@ -19,6 +19,7 @@ from nli_tune.errors import UserError
 
 POOLINGS = ("mean", "cls", "max", "attention")
 ATTENTIONS = ("bidirectional", "causal")
+PAIR_ORDERS = ("criterion_first", "post_first")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Keys a config file may carry besides the training keys: the search's export writes its
 # results there, and `train` must consume that file unchanged.
@@ -38,6 +39,7 @@ class TrainConfig:
     alpha: float = 32.0  # DoRA scaling numerator (scale = alpha / rank)
     head_dropout: float = 0.1  # dropout before the linear head (adapters use none: it costs +33%)
     max_length: int = 128  # tokens per (post, criterion) pair; only the post is truncated
+    pair_order: str = "criterion_first"  # criterion_first | post_first: which text leads the pair
     # --- optimisation ---
     lr: float = 2e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
@@ -68,6 +70,11 @@ class TrainConfig:
 
         need(self.pooling in POOLINGS, "pooling", f"must be one of {', '.join(POOLINGS)}")
         need(self.attention in ATTENTIONS, "attention", f"must be one of {', '.join(ATTENTIONS)}")
+        need(
+            self.pair_order in PAIR_ORDERS,
+            "pair_order",
+            f"must be one of {', '.join(PAIR_ORDERS)}",
+        )
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         need(
             self.num_layers is None or _is_int(self.num_layers) and self.num_layers >= 1,

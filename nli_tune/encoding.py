@@ -1,9 +1,11 @@
 """Pair tokenization and length-bucketed, dynamically padded batches.
 
-A pair is `[bos] criterion-description [sep] post [eos]`: the criterion comes first so
-post tokens can attend back to it, as the causally pre-trained layers are used to. Each
-post is tokenized once and reused for its 9 pairs; when a pair is too long only the post
-is cut, never the criterion. Padding goes on the right (Gemma's tokenizer pads left).
+A pair is `[bos] criterion-description [sep] post [eos]` (`criterion_first`, the default:
+post tokens attend back to the criterion, as the causally pre-trained layers are used to)
+or `[bos] post [sep] criterion-description [eos]` (`post_first`, the usual NLI premise
+then hypothesis: the criterion's tokens read the post). Each post is tokenized once and
+reused for its 9 pairs; when a pair is too long only the post is cut (its end), never the
+criterion. Padding goes on the right (Gemma's tokenizer pads left).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 from nli_tune.data import criteria
 from nli_tune.errors import UserError
 
-SEPARATOR = "\n\nPost: "  # plain text: the pretrained LM reads it as a section break
+# Plain-text separators: the pretrained LM reads them as section breaks.
+SEPARATOR = "\n\nPost: "  # criterion_first: between the criterion and the post
+POST_FIRST_SEPARATOR = "\n\nCriterion: "  # post_first: between the post and the criterion
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,15 @@ class PairTokens:
     posts: dict[str, list[int]]  # post_id -> ids of the post text, no special tokens
     criteria: dict[str, list[int]]  # criterion key -> ids of its description
     bos: list[int]
-    sep: list[int]
+    sep: list[int]  # between criterion and post (criterion_first)
+    sep_post_first: list[int]  # between post and criterion (post_first)
     eos: list[int]
 
     def min_length(self) -> int:
-        """Shortest max_length that fits every criterion plus 8 post tokens."""
+        """Shortest max_length that fits every criterion plus 8 post tokens (either order)."""
         longest = max(len(ids) for ids in self.criteria.values())
-        return len(self.bos) + len(self.sep) + longest + len(self.eos) + 8
+        sep = max(len(self.sep), len(self.sep_post_first))
+        return len(self.bos) + sep + longest + len(self.eos) + 8
 
 
 def tokenize(tokenizer, texts: dict[str, str]) -> PairTokens:
@@ -74,23 +80,31 @@ def tokenize(tokenizer, texts: dict[str, str]) -> PairTokens:
         },
         bos=[tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
         sep=tokenizer.encode(SEPARATOR, add_special_tokens=False),
+        sep_post_first=tokenizer.encode(POST_FIRST_SEPARATOR, add_special_tokens=False),
         eos=[tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [],
     )
 
 
-def assemble(tokens: PairTokens, pairs: pd.DataFrame, max_length: int) -> EncodedPairs:
-    """`[bos] criterion [sep] post [eos]` per pair, cutting only the post to max_length."""
+def assemble(
+    tokens: PairTokens, pairs: pd.DataFrame, max_length: int, order: str = "criterion_first"
+) -> EncodedPairs:
+    """One token sequence per pair in `order`, cutting only the post to max_length."""
     if max_length < tokens.min_length():
         raise UserError(
             f"max_length {max_length}: too short; the longest criterion and separators need "
             f"{tokens.min_length() - 8} tokens plus room for the post (use >= "
             f"{tokens.min_length()})"
         )
+    if order not in ("criterion_first", "post_first"):
+        raise ValueError(f"unknown pair order {order!r}")
     ids = []
     for pid, crit in zip(pairs["post_id"], pairs["criterion"], strict=True):
-        head = tokens.bos + tokens.criteria[crit] + tokens.sep
-        budget = max_length - len(head) - len(tokens.eos)
-        ids.append(np.asarray(head + tokens.posts[pid][:budget] + tokens.eos, dtype=np.int32))
+        if order == "criterion_first":
+            head, tail = tokens.bos + tokens.criteria[crit] + tokens.sep, tokens.eos
+        else:
+            head, tail = tokens.bos, tokens.sep_post_first + tokens.criteria[crit] + tokens.eos
+        post = tokens.posts[pid][: max_length - len(head) - len(tail)]
+        ids.append(np.asarray(head + post + tail, dtype=np.int32))
     return EncodedPairs(
         ids,
         pairs["label"].to_numpy(np.int64),
@@ -100,11 +114,16 @@ def assemble(tokens: PairTokens, pairs: pd.DataFrame, max_length: int) -> Encode
 
 
 def encode_pairs(
-    tokenizer, texts: dict[str, str], pairs: pd.DataFrame, max_length: int
+    tokenizer,
+    texts: dict[str, str],
+    pairs: pd.DataFrame,
+    max_length: int,
+    order: str = "criterion_first",
 ) -> EncodedPairs:
     """Tokenize and assemble in one go (texts maps post_id -> text)."""
     needed = dict.fromkeys(pairs["post_id"])
-    return assemble(tokenize(tokenizer, {p: texts[p] for p in needed}), pairs, max_length)
+    tokens = tokenize(tokenizer, {p: texts[p] for p in needed})
+    return assemble(tokens, pairs, max_length, order)
 
 
 def bucketed_batches(

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     texts = data.texts()
-    train_enc = encode_pairs(tokenizer, texts, train_pairs, cfg.max_length)
-    test_enc = encode_pairs(tokenizer, texts, test_pairs, cfg.max_length)
+    train_enc = encode_pairs(tokenizer, texts, train_pairs, cfg.max_length, cfg.pair_order)
+    test_enc = encode_pairs(tokenizer, texts, test_pairs, cfg.max_length, cfg.pair_order)
 
     trainer = FoldTrainer(
         cfg,

@@ -118,7 +118,7 @@ def fold_worker(loop_config: dict) -> None:
     shared = ray.get(loop_config["data"]["ref"])
     cfg = TrainConfig.from_dict(loop_config["train_config"])
     model, tokenizer = build_model(cfg)
-    enc = assemble(shared["tokens"], shared["pairs"], cfg.max_length)
+    enc = assemble(shared["tokens"], shared["pairs"], cfg.max_length, cfg.pair_order)
     train_posts, val_posts = shared["plan"].fold(k)
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")
     trainer = FoldTrainer(

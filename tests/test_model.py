@@ -7,7 +7,7 @@ import torch
 
 from nli_tune.config import TrainConfig
 from nli_tune.data import criteria
-from nli_tune.encoding import SEPARATOR, collate, encode_pairs
+from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate, encode_pairs
 from nli_tune.errors import UserError
 from nli_tune.model import Pooler, build_model, load_model, parameter_counts, save_model
 
@@ -43,6 +43,32 @@ def test_truncates_only_the_post(tiny):
     assert len(short.input_ids[0]) < 64
     with pytest.raises(UserError, match="max_length 20: too short"):
         encode_pairs(tok, {"a": long_post}, pairs, max_length=20)
+
+
+def test_post_first_keeps_the_whole_criterion_at_the_end(tiny):
+    _, _, tok = tiny
+    long_post = "I walked the dog and then I went to work again. " * 40
+    pairs = pd.DataFrame(
+        {"post_id": ["a", "a"], "criterion": ["FATIGUE", "SLEEP_ISSUES"], "label": [1, 0]}
+    )
+    enc = encode_pairs(tok, {"a": long_post}, pairs, max_length=96, order="post_first")
+    post = tok.encode(long_post, add_special_tokens=False)
+    for ids, key in zip(enc.input_ids, enc.criteria, strict=True):
+        desc = next(c.description for c in criteria() if c.key == key)
+        tail = (
+            tok.encode(POST_FIRST_SEPARATOR, add_special_tokens=False)
+            + tok.encode(desc, add_special_tokens=False)
+            + [tok.eos_token_id]
+        )
+        assert len(ids) == 96 and ids[0] == tok.bos_token_id
+        assert list(ids[-len(tail) :]) == tail  # the whole criterion survives, last
+        assert list(ids[1 : -len(tail)]) == post[: 96 - 1 - len(tail)]  # the post's start
+    # Same pair, other order: same tokens but for the separator, rearranged.
+    other = encode_pairs(tok, {"a": "I am tired."}, pairs, max_length=96)
+    first = encode_pairs(tok, {"a": "I am tired."}, pairs, max_length=96, order="post_first")
+    sep_a = len(tok.encode(SEPARATOR, add_special_tokens=False))
+    sep_b = len(tok.encode(POST_FIRST_SEPARATOR, add_special_tokens=False))
+    assert len(first.input_ids[0]) - len(other.input_ids[0]) == sep_b - sep_a
 
 
 def test_collate_pads_on_the_right(tiny):
