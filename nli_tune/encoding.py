@@ -1,11 +1,12 @@
 """Pair tokenization and length-bucketed, dynamically padded batches.
 
-A pair is `[bos] criterion-description [sep] post [eos]` (`criterion_first`, the default:
-post tokens attend back to the criterion, as the causally pre-trained layers are used to)
-or `[bos] post [sep] criterion-description [eos]` (`post_first`, the usual NLI premise
-then hypothesis: the criterion's tokens read the post). Each post is tokenized once and
-reused for its 9 pairs; when a pair is too long only the post is cut (its end), never the
-criterion. Padding goes on the right (Gemma's tokenizer pads left).
+A pair is `[bos] criterion-description [sep] post [eos]` (`criterion_first`, the default)
+or `[bos] post [sep] criterion-description [eos]` (`post_first`, NLI's premise then
+hypothesis). With bidirectional attention both orders see everything; they differ in
+what the causally pre-trained layers expect, which is why the order is a config key.
+Each post is tokenized once and reused for its 9 pairs; when a pair is too long only the
+post is cut (its end), never the criterion. Padding goes on the right (Gemma's tokenizer
+pads left).
 """
 
 from __future__ import annotations
