@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from nli_tune.baselines import majority_baseline, tfidf_scores
-from nli_tune.config import TrainConfig
+from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.data import load_redsm5
 from nli_tune.encoding import encode_pairs
 from nli_tune.errors import UserError, run_cli
@@ -64,7 +64,8 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    raw = read_mapping(args.config) if args.config else {}
+    cfg = TrainConfig.from_dict(raw, source=str(args.config))  # {} -> the defaults
     if args.data_dir:
         cfg.data_dir = args.data_dir
     if args.threads is not None:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     data = load_redsm5(cfg.data_dir)
-    _warn_fingerprint(args.config, data.fingerprint)
+    _warn_fingerprint(raw.get("search"), data.fingerprint)
     pairs = data.pairs()
     train_posts, test_posts = split_test(pairs, cfg.test_fraction, cfg.seed)
     train_pairs = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
@@ -203,13 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _warn_fingerprint(config_path: str | None, fingerprint: str) -> None:
-    if not config_path:
-        return
-    from nli_tune.config import read_mapping
-
-    meta = read_mapping(config_path).get("search") or {}
-    expected = meta.get("data_fingerprint") if isinstance(meta, dict) else None
+def _warn_fingerprint(search_meta, fingerprint: str) -> None:
+    """Warn when a search's exported config is trained on other data than it was chosen on."""
+    expected = search_meta.get("data_fingerprint") if isinstance(search_meta, dict) else None
     if expected and not fingerprint.startswith(str(expected)):
         print(
             f"warning: data fingerprint {fingerprint[:16]} differs from the one the search "

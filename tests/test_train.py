@@ -127,3 +127,14 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "unknown config key 'learning_rate'" in r.stderr
+
+
+def test_fingerprint_warning_names_both_fingerprints(capsys):
+    from nli_tune.train import _warn_fingerprint
+
+    _warn_fingerprint({"data_fingerprint": "abcd1234abcd1234"}, "abcd1234abcd1234ffff")
+    _warn_fingerprint(None, "abcd1234abcd1234ffff")  # a hand-written config: no search block
+    assert capsys.readouterr().err == ""
+    _warn_fingerprint({"data_fingerprint": "abcd1234abcd1234"}, "0123456789abcdef0000")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0123456789abcdef" in err[0] and "abcd1234abcd1234" in err[0]
