@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nli_tune.config import PAIR_ORDERS
 from nli_tune.data import criteria
 from nli_tune.errors import UserError
 
@@ -96,7 +97,7 @@ def assemble(
             f"{tokens.min_length() - 8} tokens plus room for the post (use >= "
             f"{tokens.min_length()})"
         )
-    if order not in ("criterion_first", "post_first"):
+    if order not in PAIR_ORDERS:
         raise ValueError(f"unknown pair order {order!r}")
     ids = []
     for pid, crit in zip(pairs["post_id"], pairs["criterion"], strict=True):
