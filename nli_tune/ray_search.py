@@ -99,6 +99,7 @@ def run_search(
     from nli_tune.tune_trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    max_epochs = _max_epochs(space, base)
     ray = start_ray(args, env)
     try:
         resources = ray.cluster_resources()
@@ -126,9 +127,13 @@ def run_search(
             tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
         )
         mlflow_cb = MlflowTrialCallback(
-            args.mlflow_uri, exp_id, parent_id, search_id, max_epochs=_max_epochs(space, base)
+            args.mlflow_uri,
+            exp_id,
+            parent_id,
+            search_id,
+            max_epochs=max_epochs,
+            base_config={k: v for k, v in base.to_dict().items() if k != "extra"},
         )
-        mlflow_cb.base_config = {k: v for k, v in base.to_dict().items() if k != "extra"}
         storage = run_dir / "ray"
         settings = {
             "base_config": space.base_config(),
@@ -154,7 +159,7 @@ def run_search(
                     time_attr="epoch",
                     metric=METRIC,
                     mode=MODE,
-                    max_t=_max_epochs(space, base),
+                    max_t=max_epochs,
                     grace_period=space.grace_period,
                     reduction_factor=space.reduction_factor,
                 )
@@ -186,7 +191,7 @@ def run_search(
                 f"search interrupted with {unfinished} trial(s) unfinished; continue it with "
                 f"the same command plus --resume"
             )
-        return export(grid, space, base, run_dir, mlflow_cb, fingerprint)
+        return export(grid, space, max_epochs, run_dir, mlflow_cb, fingerprint)
     finally:
         ray.shutdown()
 
@@ -226,10 +231,9 @@ def _sweep_orphan_placement_groups() -> None:
 
 
 def export(
-    grid, space: SearchSpace, base: TrainConfig, run_dir: Path, mlflow_cb, fingerprint: str
+    grid, space: SearchSpace, max_epochs: int, run_dir: Path, mlflow_cb, fingerprint: str
 ) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
-    max_epochs = _max_epochs(space, base)
     run_ids = mlflow_cb.trial_runs()
     rows = []
     for result in grid:

@@ -53,10 +53,18 @@ def open_parent_run(
 class MlflowTrialCallback(tune.Callback):
     """Nested MLflow run per Tune trial: params, per-epoch metrics, final status."""
 
-    def __init__(self, uri: str, exp_id: str, parent_id: str, search_id: str, max_epochs: int):
+    def __init__(
+        self,
+        uri: str,
+        exp_id: str,
+        parent_id: str,
+        search_id: str,
+        max_epochs: int,
+        base_config: dict[str, Any],
+    ):
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
         self.search_id, self.max_epochs = search_id, max_epochs
-        self.base_config: dict[str, Any] = {}
+        self.base_config = base_config  # training keys every trial shares, logged as params
         self._reset()
 
     def _reset(self) -> None:
