@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.config import TrainConfig
-from tests.test_train import assert_no_post_text
+from tests.test_train import assert_no_post_text, run_train
 
 SMOKE = {
     "num_samples": 2,
@@ -129,20 +129,7 @@ def test_best_config_is_the_top_trial_and_trains(smoke):
     assert len(best["search"]["fold_macro_f1"]) == 2 and best["search"]["data_fingerprint"]
     assert TrainConfig.from_file(run_dir / "best_config.yaml").model == "tiny-random"
     assert f"cv macro-F1 {top['cv_macro_f1']:.4f}" in stdout
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nli_tune.train",
-            "--config",
-            str(run_dir / "best_config.yaml"),
-            "--output",
-            str(tmp / "final"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = run_train("--config", str(run_dir / "best_config.yaml"), "--output", str(tmp / "final"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert (
         json.loads((tmp / "final" / "metrics.json").read_text())["config"]["pooling"]

@@ -30,6 +30,16 @@ def assert_no_post_text(root: Path, data_dir: Path) -> None:
             assert not any(sentence in b for b in blobs), f"post text leaked: {sentence[:40]}"
 
 
+def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m nli_tune.train ARGS` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "nli_tune.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
@@ -43,20 +53,7 @@ def trained(tmp_path_factory):
     }
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp / "out"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nli_tune.train",
-            "--config",
-            str(tmp / "cfg.yaml"),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = run_train("--config", str(tmp / "cfg.yaml"), "--output", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     return out, r.stdout
 
@@ -99,19 +96,8 @@ def test_no_post_text_written(trained):
 
 def test_bad_config_exits_2_and_writes_nothing(tmp_path):
     (tmp_path / "cfg.yaml").write_text("pooling: gem\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nli_tune.train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    r = run_train(
+        "--config", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "out"), timeout=120
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
@@ -120,12 +106,7 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path):
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
     (tmp_path / "cfg.yaml").write_text("learning_rate: 0.1\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "nli_tune.train", "--config", str(tmp_path / "cfg.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_train("--config", str(tmp_path / "cfg.yaml"), timeout=120)
     assert r.returncode == 2 and "unknown config key 'learning_rate'" in r.stderr
 
 

@@ -10,6 +10,9 @@ from nli_tune.encoding import encode_pairs
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer
 
+# Tiny-random mechanics settings shared by every test here (fp32: exact comparisons).
+TINY = dict(model="tiny-random", num_layers=None, max_length=96, batch_size=4, precision="fp32")
+
 
 def _toy(n_posts: int, seed: int):
     """Posts that mention sleep (matched SLEEP_ISSUES) or not; 9 criteria each."""
@@ -34,15 +37,11 @@ def _trainer(cfg, texts, pairs):
 def test_reports_every_epoch_and_keeps_best_after_early_stop():
     texts, pairs = _toy(18, 0)
     cfg = TrainConfig(
-        model="tiny-random",
-        num_layers=None,
-        max_length=96,
+        **TINY,
         epochs=5,
         patience=1,
         lr=1e-9,
-        batch_size=4,
         seed=3,
-        precision="fp32",
     )
     trainer = _trainer(cfg, texts, pairs)
     seen = []
@@ -65,16 +64,12 @@ def test_reports_every_epoch_and_keeps_best_after_early_stop():
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     texts, pairs = _toy(18, 1)
     cfg = TrainConfig(
-        model="tiny-random",
-        num_layers=None,
-        max_length=96,
+        **TINY,
         epochs=3,
         patience=0,
         lr=5e-3,
-        batch_size=4,
         seed=5,
         head_dropout=0.0,
-        precision="fp32",
     )
     torch.set_num_threads(1)
     full = _trainer(cfg, texts, pairs)
@@ -102,14 +97,10 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
 def test_neg_ratio_draws_all_matched_and_fresh_unmatched_pairs():
     texts, pairs = _toy(30, 2)
     cfg = TrainConfig(
-        model="tiny-random",
-        num_layers=None,
-        max_length=96,
+        **TINY,
         epochs=1,
         neg_ratio=1.5,
-        batch_size=4,
         seed=3,
-        precision="fp32",
     )
     trainer = _trainer(cfg, texts, pairs)
     labels = trainer.train.labels
