@@ -75,6 +75,7 @@ def tune_distributions(space: SearchSpace) -> dict[str, Any]:
         "loguniform": lambda a: tune.loguniform(*a),
         "randint": lambda a: tune.randint(*a),
         "quniform": lambda a: tune.quniform(*a),
+        "qrandint": lambda a: tune.qrandint(*a),
     }
     return {
         key: makers[kind](args) for key, dist in space.params.items() for kind, args in dist.items()
@@ -99,7 +100,7 @@ def run_search(
     from nli_tune.tune_trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    max_epochs = _max_epochs(space, base)
+    max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t; "completed" threshold
     ray = start_ray(args, env)
     try:
         resources = ray.cluster_resources()
@@ -204,14 +205,6 @@ def _unfinished_trials(grid, num_samples: int) -> int:
     trials = grid._experiment_analysis.trials  # Tune's own status, not inferred from metrics
     done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
     return max(num_samples, len(trials)) - done
-
-
-def _max_epochs(space: SearchSpace, base: TrainConfig) -> int:
-    dist = space.params.get("epochs")
-    if dist is None:
-        return base.epochs
-    values = next(iter(dist.values()))
-    return int(max(values))
 
 
 def _sweep_orphan_placement_groups() -> None:

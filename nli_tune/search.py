@@ -11,13 +11,11 @@ trial. Everything is validated before Ray starts.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
-from nli_tune.config import TrainConfig
 from nli_tune.data import load_redsm5
 from nli_tune.errors import UserError, run_cli
 from nli_tune.folds import make_folds
@@ -142,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     _, tokenizer = load_backbone(base.model, num_layers=1)
     tokens = tokenize(tokenizer, data.texts())
     trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
-    for length in _max_lengths(space, base):
-        if length < tokens.min_length():
-            raise UserError(
-                f"{space.source}: max_length {length} is too short (need >= "
-                f"{tokens.min_length()} for the criteria)"
-            )
+    shortest = int(space.value_range("max_length")[0])
+    if shortest < tokens.min_length():
+        raise UserError(
+            f"{space.source}: max_length {shortest} is too short (need >= "
+            f"{tokens.min_length()} for the criteria)"
+        )
 
     from nli_tune.ray_search import SearchInterrupted, run_search
 
@@ -177,14 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train it:  python -m nli_tune.train --config {run_dir / 'best_config.yaml'}")
     print(f"MLflow:    mlflow ui --backend-store-uri {args.mlflow_uri}")
     return 0
-
-
-def _max_lengths(space: SearchSpace, base: TrainConfig) -> list[int]:
-    dist = space.params.get("max_length")
-    if dist is None:
-        return [base.max_length]
-    kind, values = next(iter(dist.items()))
-    return [int(v) for v in values] if kind == "choice" else [int(math.floor(values[0]))]
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ No Ray import here: the entry point turns a validated space into Tune distributi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ DISTRIBUTIONS = {  # name -> number of arguments
     "choice": None,
     "uniform": 2,
     "loguniform": 2,
-    "randint": 2,
-    "quniform": 3,
+    "randint": 2,  # integers low .. high - 1 (Tune's exclusive upper bound)
+    "quniform": 3,  # floats low, low + q, ... up to high
+    "qrandint": 3,  # integers low, low + q, ... up to high (inclusive)
 }
 TOP_KEYS = (
     "name",
@@ -70,6 +72,32 @@ class SearchSpace:
 
     def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
         return TrainConfig.from_dict(self.base_config() | sampled, source=str(self.source))
+
+    def value_range(self, key: str) -> tuple[Any, Any]:
+        """Smallest and largest value any trial can get for `key` (fixed or sampled)."""
+        if key in self.params:
+            return value_range(self.params[key])
+        value = getattr(self.trial_config({}), key)
+        return value, value
+
+
+def value_range(dist: dict[str, Any]) -> tuple[Any, Any]:
+    """(lowest, highest) value of a numeric `{kind: args}` entry, as Optuna samples it.
+
+    randint excludes its upper bound; the quantized kinds sample low + k * q, so their top
+    is the last step that does not pass `high` (Optuna rounds the range down the same way).
+    """
+    kind, args = next(iter(dist.items()))
+    if kind == "choice":
+        return min(args), max(args)
+    low, high = args[0], args[1]
+    if kind == "randint":
+        return low, high - 1
+    if kind in ("quniform", "qrandint"):
+        q = args[2]
+        top = low + math.floor((high - low) / q + 1e-9) * q
+        return (float(low), float(top)) if kind == "quniform" else (low, top)
+    return float(low), float(high)
 
 
 def resolve_space_path(space: str) -> Path:
@@ -144,7 +172,10 @@ def load_space(space: str) -> SearchSpace:
             try:
                 space.trial_config({key: value})
             except UserError as err:
-                fail(f"params.{key}: value {value!r} is invalid ({str(err).split(': ', 1)[-1]})")
+                why = str(err).split(": ", 1)[-1]
+                if isinstance(value, float) and "integer" in why:
+                    why += "; uniform kinds sample floats, use randint or qrandint"
+                fail(f"params.{key}: value {value!r} is invalid ({why})")
     points = raw.get("points_to_evaluate") or []
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         fail("points_to_evaluate must be a list of {param: value} mappings")
@@ -184,17 +215,24 @@ def _check_distribution(key: str, dist: Any, src: str) -> tuple[dict, list[Any]]
     n = DISTRIBUTIONS[kind]
     if not isinstance(args, list) or len(args) != n:
         raise UserError(f"{where}: {kind} needs [{', '.join(['low', 'high', 'q'][:n])}]")
-    nums = [_number(a, f"params.{key}", src, integer=kind == "randint") for a in args]
+    integer = kind in ("randint", "qrandint")
+    nums = [_number(a, f"params.{key}", src, integer=integer) for a in args]
     low, high = nums[0], nums[1]
     if low >= high:
         raise UserError(f"{where}: {kind} low {low} must be below high {high}")
     if kind == "loguniform" and low <= 0:
         raise UserError(f"{where}: loguniform bounds must be positive, got {low}")
-    if kind == "quniform" and nums[2] <= 0:
-        raise UserError(f"{where}: quniform step q must be positive, got {nums[2]}")
-    if kind == "randint":
-        return {kind: nums}, [low, high - 1]  # Tune's randint excludes the upper bound
-    return {kind: nums}, [low, high]
+    if n == 3 and nums[2] <= 0:
+        raise UserError(f"{where}: {kind} step q must be positive, got {nums[2]}")
+    if kind == "quniform" and not all(
+        math.isclose(b / nums[2], round(b / nums[2])) for b in nums[:2]
+    ):
+        raise UserError(
+            f"{where}: quniform bounds {low} and {high} must be multiples of q {nums[2]}"
+        )
+    # The values trials will really get (floats for uniform kinds, so an integer key such as
+    # epochs fails here, with the hint below, rather than inside every trial).
+    return {kind: nums}, list(value_range({kind: nums}))
 
 
 def _number(value: Any, key: str, src: str, integer: bool = False) -> float | int:

@@ -1,5 +1,6 @@
 """Search-space validation happens before Ray: bad files exit 2 naming the key/value."""
 
+import re
 import subprocess
 import sys
 
@@ -60,12 +61,19 @@ BASE = "name: t\nnum_samples: 2\nfolds: 2\nparams:\n  lr: {loguniform: [1.0e-4, 
         (BASE + "fixed:\n  pooling: gem\n", "config key 'pooling' = 'gem'"),
         (BASE + "fixed:\n  lr: 0.1\n", "params.lr: also in fixed"),
         (BASE.replace("scheduler", "x") + "scheduler: hyperband\n", "scheduler 'hyperband'"),
+        (
+            BASE + "  epochs: {quniform: [2, 6, 1]}\n",
+            "integer; uniform kinds sample floats, use randint or qrandint)",
+        ),
+        (BASE + "  head_dropout: {quniform: [0.05, 0.3, 0.1]}\n", "bounds 0.05 and 0.3 must be"),
+        (BASE + "  rank: {qrandint: [4, 16, 0]}\n", "qrandint step q must be positive, got 0"),
+        (BASE + "  rank: {randint: [4, 8.5]}\n", "params.rank value 8.5 must be an integer"),
     ],
 )
 def test_bad_space_is_a_user_error(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(UserError, match=re.escape(fragment)):
         load_space(str(path))
 
 
@@ -101,3 +109,40 @@ def test_search_cli_rejects_bad_space_with_exit_2_and_writes_nothing(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "unknown distribution 'gaussian'" in r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+RANGES = BASE + (
+    "  epochs: {randint: [2, 5]}\n"
+    "  head_dropout: {quniform: [0.1, 0.3, 0.1]}\n"
+    "  max_length: {qrandint: [64, 200, 32]}\n"
+    "  rank: {choice: [16, 4, 8]}\n"
+)
+
+
+def test_value_range_is_what_optuna_really_samples(tmp_path):
+    """The search sizes ASHA's max_t by the top epochs and checks the shortest max_length
+    before Ray starts, so the range must match Tune + Optuna's own sampling: randint
+    excludes its upper bound, and quantized kinds stop at the last step below `high`."""
+    optuna = pytest.importorskip("optuna")
+    from ray.tune.search.optuna import OptunaSearch
+
+    from nli_tune.ray_search import tune_distributions
+
+    path = tmp_path / "ranges.yaml"
+    path.write_text(RANGES)
+    space = load_space(str(path))
+    searcher = OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher.set_search_properties("m", "max", tune_distributions(space))  # as Tuner does
+    seen = {key: set() for key in space.params}
+    for i in range(200):
+        for key, value in searcher.suggest(f"t{i}").items():
+            seen[key].add(round(value, 6) if isinstance(value, float) else value)
+    assert seen["epochs"] == {2, 3, 4}
+    assert seen["head_dropout"] == {0.1, 0.2, 0.3}
+    assert seen["max_length"] == {64, 96, 128, 160, 192}
+    assert seen["rank"] == {4, 8, 16}
+    for key in ("epochs", "head_dropout", "max_length", "rank"):
+        assert space.value_range(key) == pytest.approx((min(seen[key]), max(seen[key]))), key
+    assert 1e-4 <= min(seen["lr"]) < max(seen["lr"]) <= 1e-3
+    assert space.value_range("lr") == (1e-4, 1e-3)
+    assert space.value_range("batch_size") == (16, 16)  # not searched: the default
