@@ -119,6 +119,7 @@ RANGES = BASE + (
 )
 
 
+@pytest.mark.filterwarnings("ignore:The distribution is specified by")  # [64, 200] step 32
 def test_value_range_is_what_optuna_really_samples(tmp_path):
     """The search sizes ASHA's max_t by the top epochs and checks the shortest max_length
     before Ray starts, so the range must match Tune + Optuna's own sampling: randint
