@@ -173,7 +173,7 @@ def load_space(space: str) -> SearchSpace:
                 space.trial_config({key: value})
             except UserError as err:
                 why = str(err).split(": ", 1)[-1]
-                if isinstance(value, float) and "integer" in why:
+                if "uniform" in next(iter(params[key])) and "integer" in why:
                     why += "; uniform kinds sample floats, use randint or qrandint"
                 fail(f"params.{key}: value {value!r} is invalid ({why})")
     points = raw.get("points_to_evaluate") or []

@@ -66,6 +66,7 @@ BASE = "name: t\nnum_samples: 2\nfolds: 2\nparams:\n  lr: {loguniform: [1.0e-4, 
             "integer; uniform kinds sample floats, use randint or qrandint)",
         ),
         (BASE + "  head_dropout: {quniform: [0.05, 0.3, 0.1]}\n", "bounds 0.05 and 0.3 must be"),
+        (BASE + "  rank: {choice: [4.0, 8]}\n", "positive integer)"),  # no uniform hint
         (BASE + "  rank: {qrandint: [4, 16, 0]}\n", "qrandint step q must be positive, got 0"),
         (BASE + "  rank: {randint: [4, 8.5]}\n", "params.rank value 8.5 must be an integer"),
     ],
