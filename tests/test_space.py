@@ -125,7 +125,7 @@ def test_value_range_is_what_optuna_really_samples(tmp_path):
     """The search sizes ASHA's max_t by the top epochs and checks the shortest max_length
     before Ray starts, so the range must match Tune + Optuna's own sampling: randint
     excludes its upper bound, and quantized kinds stop at the last step below `high`."""
-    optuna = pytest.importorskip("optuna")
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     from nli_tune.ray_search import tune_distributions
