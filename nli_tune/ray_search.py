@@ -30,6 +30,7 @@ def start_ray(args, env: dict[str, str]):
         ctx = ray.init(address=args.address, **kwargs)
     else:
         ctx = ray.init(
+            address="local",  # a fresh local Ray, even if a `ray start` cluster runs here
             num_cpus=os.cpu_count(),
             include_dashboard=not args.no_dashboard,
             dashboard_host="127.0.0.1",
@@ -97,7 +98,7 @@ def run_search(
     from ray.tune.search.optuna import OptunaSearch
 
     from nli_tune.tracking import MlflowTrialCallback, open_parent_run
-    from nli_tune.tune_trial import run_trial
+    from nli_tune.tune_trial import ReleaseWorkerGroups, run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t; "completed" threshold
@@ -181,7 +182,10 @@ def run_search(
                     max_concurrent_trials=max_concurrent,
                 ),
                 run_config=tune.RunConfig(
-                    storage_path=str(storage), name=space.name, verbose=1, callbacks=[mlflow_cb]
+                    storage_path=str(storage),
+                    name=space.name,
+                    verbose=1,
+                    callbacks=[mlflow_cb, ReleaseWorkerGroups()],
                 ),
             )
         grid = tuner.fit()

@@ -41,6 +41,7 @@ class Gate:
         self._queue: asyncio.Queue | None = None
         self._cond: asyncio.Condition | None = None
         self._allowed = 0
+        self._worker_pg: str | None = None  # hex id of the workers' placement group
 
     def _init(self):  # asyncio objects must be made inside the actor's event loop
         if self._queue is None:
@@ -65,6 +66,12 @@ class Gate:
         async with self._cond:
             await self._cond.wait_for(lambda: self._allowed >= epoch)
 
+    async def set_worker_pg(self, pg_hex: str):
+        self._worker_pg = pg_hex
+
+    async def worker_pg(self) -> str | None:
+        return self._worker_pg
+
 
 def aggregate(reports: list[dict]) -> dict[str, Any]:
     """K workers' metrics for one epoch -> the cross-fold numbers Tune sees."""
@@ -86,6 +93,47 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
             for name in FOLD_METRICS
         }
     return out
+
+
+def release_placement_group(pg_hex: str | None) -> bool:
+    """Remove a finished trial's worker placement group; False if it is already gone.
+
+    Ray Train's own cleaner asks the state API, which needs the dashboard, whether the
+    controller is still alive. Without the dashboard (`--no-dashboard`) a finished or
+    ASHA-stopped trial's workers kept their CPUs reserved, and the next trial's workers
+    waited for them until the start-up timeout failed the trial.
+    """
+    from ray.util.placement_group import (
+        PlacementGroup,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    if not pg_hex:
+        return False
+    group = PlacementGroup(ray.PlacementGroupID.from_hex(pg_hex))
+    if placement_group_table(group).get("state", "REMOVED") == "REMOVED":
+        return False
+    remove_placement_group(group)
+    return True
+
+
+class ReleaseWorkerGroups(tune.Callback):
+    """Driver side: frees each ended trial's worker group, stopped ones included (Tune
+    kills an ASHA-stopped trial's function without letting it clean up)."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    @staticmethod
+    def _release(trial) -> None:
+        try:
+            release_placement_group((trial.last_result or {}).get("worker_pg"))
+        except Exception as err:  # never let clean-up break the search
+            print(f"note: could not free trial {trial.trial_id}'s workers ({err})", flush=True)
 
 
 def _nanmean(values: list[float]) -> float:
@@ -115,6 +163,9 @@ def fold_worker(loop_config: dict) -> None:
 
     k = ray.train.get_context().get_world_rank()
     torch.set_num_threads(loop_config["threads"])
+    group = ray.util.get_current_placement_group()
+    if k == 0 and group is not None:
+        loop_config["gate"].set_worker_pg.remote(group.id.hex())
     shared = ray.get(loop_config["data"]["ref"])
     cfg = TrainConfig.from_dict(loop_config["train_config"])
     model, tokenizer = build_model(cfg)
@@ -203,9 +254,15 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
 
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
+    worker_pg = None
     while (item := ray.get(gate.pop.remote())) is not None:
-        tune.report(item)  # returns when Tune wants the next epoch (ASHA kills us otherwise)
+        worker_pg = worker_pg or ray.get(gate.worker_pg.remote())
+        # The group's id rides along so the driver can free it once Tune ends the trial.
+        tune.report(item | {"worker_pg": worker_pg})  # returns when Tune wants the next epoch
         gate.allow.remote(item["epoch"])
     thread.join()
-    if failure:
-        raise failure[0]
+    try:
+        release_placement_group(ray.get(gate.worker_pg.remote()))
+    finally:
+        if failure:
+            raise failure[0]  # the training error matters more than a clean-up error

@@ -1,6 +1,7 @@
 """The distributed search on one session-scoped local Ray (tiny-random: mechanics only)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -178,6 +179,31 @@ def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
     run = next(c for c in children if c.info.run_id == bad["mlflow_run_id"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "cv_macro_f1")] == [1]
     assert run.data.tags["status"] == "stopped early"
+
+
+def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_address):
+    """Ray Train frees a finished worker group only through the state API, which needs
+    the dashboard. With --no-dashboard the search frees them itself; otherwise the trial
+    after a completed or ASHA-stopped one cannot start its workers and fails on the
+    start-up timeout (shortened here to 30 s). One trial fits at a time (1.25 of 2 CPUs)."""
+    space = _space(
+        tmp_path,
+        "nodash",
+        scheduler="asha",
+        num_samples=3,
+        points_to_evaluate=[{"lr": 5.0e-3, "pooling": "mean"}, {"lr": 1.0e-12, "pooling": "mean"}],
+        asha={"grace_period": 1, "reduction_factor": 2},
+    )
+    cmd = _search_cmd(tmp_path, space, "", "--no-dashboard")
+    cmd.remove("--address")
+    cmd.remove("")  # no address: the search starts its own local Ray, without a dashboard
+    env = os.environ | {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "30"}
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "Ray dashboard: off" in r.stdout
+    table = pd.read_csv(tmp_path / "outputs" / "nodash" / "cv_results.csv")
+    assert len(table) == 3 and "failed" not in set(table["status"])
+    assert (table["status"] == "stopped early").sum() == 1  # the lr 1e-12 trial, at rung 1
 
 
 def test_interrupt_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
