@@ -254,10 +254,10 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
 
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
-    worker_pg = None
     while (item := ray.get(gate.pop.remote())) is not None:
-        worker_pg = worker_pg or ray.get(gate.worker_pg.remote())
-        # The group's id rides along so the driver can free it once Tune ends the trial.
+        # The group's id rides along so the driver can free it once Tune ends the trial
+        # (read every epoch: a restarted worker group has a new one).
+        worker_pg = ray.get(gate.worker_pg.remote())
         tune.report(item | {"worker_pg": worker_pg})  # returns when Tune wants the next epoch
         gate.allow.remote(item["epoch"])
     thread.join()
