@@ -156,18 +156,23 @@ def test_dashboard_answers_with_token(smoke):
         assert resp.status == 200 and "ray_version" in json.loads(resp.read())
 
 
-def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
-    # Trial 1 learns (lr 5e-3); trial 2 cannot move its zero-initialised head (lr 1e-12), so
-    # it predicts "matched" everywhere (macro-F1 ~0.09) and must be cut at the first rung.
-    space = _space(
-        tmp_path,
-        "asha",
+def _learner_then_loser(tmp: Path, name: str, num_samples: int, epochs: int) -> Path:
+    """ASHA space whose first trial learns (lr 5e-3) and whose second cannot move its
+    zero-initialised head (lr 1e-12): it predicts "matched" everywhere (macro-F1 ~0.09) and
+    must be cut at the first rung. Any further trials are sampled."""
+    return _space(
+        tmp,
+        name,
         scheduler="asha",
-        num_samples=2,
+        num_samples=num_samples,
         points_to_evaluate=[{"lr": 5.0e-3, "pooling": "mean"}, {"lr": 1.0e-12, "pooling": "mean"}],
         asha={"grace_period": 1, "reduction_factor": 2},
-        fixed=SMOKE["fixed"] | {"epochs": 3},
+        fixed=SMOKE["fixed"] | {"epochs": epochs},
     )
+
+
+def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
+    space = _learner_then_loser(tmp_path, "asha", num_samples=2, epochs=3)
     _search(tmp_path, space, ray_address)
     table = pd.read_csv(tmp_path / "outputs" / "asha" / "cv_results.csv")
     bad = table[table["lr"] < 1e-9].iloc[0]
@@ -186,14 +191,7 @@ def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_addres
     the dashboard. With --no-dashboard the search frees them itself; otherwise the trial
     after a completed or ASHA-stopped one cannot start its workers and fails on the
     start-up timeout (shortened here to 30 s). One trial fits at a time (1.25 of 2 CPUs)."""
-    space = _space(
-        tmp_path,
-        "nodash",
-        scheduler="asha",
-        num_samples=3,
-        points_to_evaluate=[{"lr": 5.0e-3, "pooling": "mean"}, {"lr": 1.0e-12, "pooling": "mean"}],
-        asha={"grace_period": 1, "reduction_factor": 2},
-    )
+    space = _learner_then_loser(tmp_path, "nodash", num_samples=3, epochs=2)
     cmd = _search_cmd(tmp_path, space, "", "--no-dashboard")
     cmd.remove("--address")
     cmd.remove("")  # no address: the search starts its own local Ray, without a dashboard
