@@ -212,17 +212,21 @@ def _unfinished_trials(grid, num_samples: int) -> int:
 
 
 def _sweep_orphan_placement_groups() -> None:
-    """Trials killed while their worker group was starting can leave placement groups."""
+    """Trials killed while their worker group was starting can leave placement groups.
+
+    Only this search's own (its Ray job's) groups: on a shared cluster other jobs' groups
+    are theirs to keep.
+    """
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_placement_groups
 
+    from nli_tune.tune_trial import release_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
     try:
         for pg in list_placement_groups(filters=[("state", "!=", "REMOVED")], limit=1000):
-            if not pg.is_detached:
-                remove_placement_group(
-                    PlacementGroup(ray.PlacementGroupID.from_hex(pg.placement_group_id))
-                )
+            if pg.creator_job_id == job and not pg.is_detached:
+                release_placement_group(pg.placement_group_id)
     except Exception as err:  # no dashboard (state API) -> nothing to sweep with
         print(f"note: could not sweep placement groups ({type(err).__name__})")
 

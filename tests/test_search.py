@@ -204,6 +204,41 @@ def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_addres
     assert (table["status"] == "stopped early").sum() == 1  # the lr 1e-12 trial, at rung 1
 
 
+SWEEP_IN_ANOTHER_JOB = """
+import ray
+from ray.util.placement_group import placement_group, placement_group_table
+from nli_tune.ray_search import _sweep_orphan_placement_groups
+ray.init(address="auto", logging_level="ERROR")
+own = placement_group([{"CPU": 0.01}])
+ray.get(own.ready())
+_sweep_orphan_placement_groups()
+print("own", placement_group_table(own)["state"])
+"""
+
+
+def test_end_of_search_sweep_keeps_other_jobs_placement_groups(ray_address):
+    """The end-of-search sweep frees this search's leftover groups, never another job's
+    (e.g. a second search sharing a `ray up` cluster)."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    ray.init(address=ray_address, logging_level="ERROR")
+    try:
+        other = placement_group([{"CPU": 0.01}])
+        ray.get(other.ready(), timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-c", SWEEP_IN_ANOTHER_JOB],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "own REMOVED" in r.stdout
+        assert placement_group_table(other)["state"] == "CREATED"
+    finally:
+        ray.shutdown()
+
+
 def test_interrupt_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
     space = _space(tmp_path, "resume", num_samples=3)
     proc = _search(tmp_path, space, ray_address, wait=False)
