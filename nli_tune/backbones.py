@@ -48,12 +48,15 @@ def load_backbone(
     attention: str = "bidirectional",
     cache_dir: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
-) -> tuple[Gemma3TextModel, PreTrainedTokenizerBase]:
+    tokenizer: bool = True,
+) -> tuple[Gemma3TextModel, PreTrainedTokenizerBase | None]:
     """Return ``(Gemma3TextModel, tokenizer)``; the tokenizer pads on the right.
 
     ``model`` is a preset (see PRESETS), a local checkpoint directory, or a hub id that is already
     in the local HF cache. ``num_layers`` keeps the first N decoder layers. ``cache_dir`` (default
     ``$NLI_TUNE_CACHE`` or ``~/.cache/nli_tune``) holds the converted ``gemma-3-270m`` checkpoint.
+    ``tokenizer=False`` returns None for it: Gemma's 262k-token vocabulary takes about 3 s of CPU
+    to load, nearly all of a 3-layer load, and search workers get their token ids from the driver.
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"attention={attention!r}: expected one of {ATTENTIONS}")
@@ -64,12 +67,18 @@ def load_backbone(
         num_layers = int(num_layers)
     bidirectional = attention == "bidirectional"
     if model == "tiny-random":
-        return _tiny_random(bidirectional, num_layers, dtype)
+        backbone, tok = _tiny_random(bidirectional, num_layers, dtype)
+        return backbone, tok if tokenizer else None
     if model == "gemma-3-270m":
         source: str | Path = _gemma_270m_checkpoint(cache_dir)
     else:
         source = _resolve_source(model)
-    return _load_pretrained(model, source, bidirectional, num_layers, dtype)
+    backbone = _load_pretrained(model, source, bidirectional, num_layers, dtype)
+    if not tokenizer:
+        return backbone, None
+    tok = AutoTokenizer.from_pretrained(source)
+    tok.padding_side = "right"
+    return backbone, tok
 
 
 def describe(model: torch.nn.Module) -> dict:
@@ -139,7 +148,7 @@ def _not_found(model: str) -> str:
 
 def _load_pretrained(
     name: str, source: str | Path, bidirectional: bool, num_layers: int | None, dtype: torch.dtype
-) -> tuple[Gemma3TextModel, PreTrainedTokenizerBase]:
+) -> Gemma3TextModel:
     try:
         base = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
@@ -159,9 +168,7 @@ def _load_pretrained(
             source, config=config, dtype=dtype, key_mapping=key_mapping, output_loading_info=True
         )
     _check_loading(name, info, config.num_hidden_layers)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    tokenizer.padding_side = "right"
-    return backbone, tokenizer
+    return backbone
 
 
 def _check_loading(name: str, info: dict, num_layers: int) -> None:

@@ -61,6 +61,7 @@ class PairTokens:
     sep: list[int]  # between criterion and post (criterion_first)
     sep_post_first: list[int]  # between post and criterion (post_first)
     eos: list[int]
+    pad: int  # pad token id: workers collate with it without loading a tokenizer
 
     def min_length(self) -> int:
         """Shortest max_length that fits every criterion plus 8 post tokens (either order)."""
@@ -84,6 +85,7 @@ def tokenize(tokenizer, texts: dict[str, str]) -> PairTokens:
         sep=tokenizer.encode(SEPARATOR, add_special_tokens=False),
         sep_post_first=tokenizer.encode(POST_FIRST_SEPARATOR, add_special_tokens=False),
         eos=[tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [],
+        pad=tokenizer.pad_token_id,
     )
 
 

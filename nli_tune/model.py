@@ -83,11 +83,12 @@ class PairClassifier(nn.Module):
             self.pooler.load_state_dict(pooler)
 
 
-def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None):
-    """(PairClassifier, tokenizer) with fresh DoRA adapters, or saved ones from adapter_dir."""
+def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None, tokenizer: bool = True):
+    """(PairClassifier, tokenizer) with fresh DoRA adapters, or saved ones from adapter_dir.
+    tokenizer=False skips loading it (None instead) where token ids come ready-made."""
     torch.manual_seed(cfg.seed)
-    backbone, tokenizer = load_backbone(
-        cfg.model, num_layers=cfg.num_layers, attention=cfg.attention
+    backbone, tok = load_backbone(
+        cfg.model, num_layers=cfg.num_layers, attention=cfg.attention, tokenizer=tokenizer
     )
     if cfg.grad_checkpointing:
         backbone.gradient_checkpointing_enable(
@@ -106,7 +107,7 @@ def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None):
     else:
         backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
     model = PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
-    return model, tokenizer
+    return model, tok
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

@@ -168,12 +168,13 @@ def fold_worker(loop_config: dict) -> None:
         loop_config["gate"].set_worker_pg.remote(group.id.hex())
     shared = ray.get(loop_config["data"]["ref"])
     cfg = TrainConfig.from_dict(loop_config["train_config"])
-    model, tokenizer = build_model(cfg)
-    enc = assemble(shared["tokens"], shared["pairs"], cfg.max_length, cfg.pair_order)
+    model, _ = build_model(cfg, tokenizer=False)  # the driver tokenized everything
+    tokens = shared["tokens"]
+    enc = assemble(tokens, shared["pairs"], cfg.max_length, cfg.pair_order)
     train_posts, val_posts = shared["plan"].fold(k)
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")
     trainer = FoldTrainer(
-        cfg, model, enc.subset(train_posts), enc.subset(val_posts), tokenizer.pad_token_id, device
+        cfg, model, enc.subset(train_posts), enc.subset(val_posts), tokens.pad, device
     )
     gate = loop_config["gate"]
 

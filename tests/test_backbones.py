@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from nli_tune.backbones import PRESETS, _tiny_tokenizer, describe, load_backbone, tiny_config
+from nli_tune.encoding import tokenize
 
 # Dropped layers and vision towers are expected leftovers; any other unused tensor is a bug.
 pytestmark = pytest.mark.filterwarnings("error:.*checkpoint tensors were not used")
@@ -177,6 +178,18 @@ def test_text_checkpoint_loads_bidirectional_and_truncated(tmp_path):
 
     causal, _ = load_backbone(str(tmp_path), attention="causal")
     assert causal.config.sliding_window == 8 and causal.layers[1].self_attn.is_causal
+
+
+def test_search_workers_load_the_same_weights_without_a_tokenizer(tmp_path):
+    save_causal_lm(tmp_path)
+    bare, none = load_backbone(str(tmp_path), num_layers=1, tokenizer=False)
+    full, tokenizer = load_backbone(str(tmp_path), num_layers=1)
+    assert none is None and not bare.layers[0].self_attn.is_causal
+    assert bare.state_dict().keys() == full.state_dict().keys()
+    for key, value in bare.state_dict().items():
+        assert torch.equal(value, full.state_dict()[key]), key
+    # Workers collate with the pad id the driver's tokenization carries.
+    assert tokenize(tokenizer, {"p": "tired"}).pad == tokenizer.pad_token_id == 0
 
 
 def test_checkpoint_missing_weights_is_an_error_not_random_init(tmp_path):
