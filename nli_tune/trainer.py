@@ -222,7 +222,15 @@ class FoldTrainer:
                     f"at epoch {s.best_epoch}"
                 )
         metrics["stopped_early"] = False
-        s.history.append({k: v for k, v in metrics.items() if not k.startswith("val_f1_")})
+        # Per-criterion F1s (val_f1_<CRITERION>) stay out of the history; val_f1_matched,
+        # which a resumed fold re-reports, stays in.
+        s.history.append(
+            {
+                k: v
+                for k, v in metrics.items()
+                if not k.startswith("val_f1_") or k == "val_f1_matched"
+            }
+        )
         return metrics
 
     # --- checkpoints (safetensors + JSON; no pickle) ---------------------------------------

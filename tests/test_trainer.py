@@ -82,6 +82,11 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     resumed = _trainer(cfg, texts, pairs)
     resumed.load_checkpoint(tmp_path / "ckpt")
     assert resumed.state.epoch == 1
+    # A resumed search worker re-reports the restored epoch from this history: every
+    # reported metric (val_f1_matched included) must be there, per-criterion F1s need not.
+    restored = resumed.state.history[-1]
+    assert restored["val_f1_matched"] == pytest.approx(full_metrics[0]["val_f1_matched"])
+    assert not [k for k in restored if k.startswith("val_f1_") and k != "val_f1_matched"]
     resumed_metrics = []
     resumed.fit(resumed_metrics.append)
     assert [m["epoch"] for m in resumed_metrics] == [2, 3]
