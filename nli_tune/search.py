@@ -93,6 +93,7 @@ def prepare(args) -> tuple[SearchSpace, Path]:
         space.folds = args.folds
     if args.seed is not None:
         space.seed = args.seed
+        space.fixed["seed"] = args.seed  # the flag's promise: Optuna *and* the splits
     space.fixed.setdefault("seed", space.seed)
     if args.data_dir:
         space.fixed["data_dir"] = str(Path(args.data_dir).resolve())
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir,
             args,
             data.fingerprint,
-            RAY_ENV,
+            # What the environment already sets wins (e.g. a longer start-up timeout):
+            # runtime_env would otherwise overwrite it in every trial and worker.
+            {key: os.environ.get(key, value) for key, value in RAY_ENV.items()},
         )
     except SearchInterrupted as stop:
         print(f"\n{stop}", file=sys.stderr)

@@ -189,8 +189,16 @@ def load_space(space: str) -> SearchSpace:
     _apply_section(space, raw.get("asha"), ASHA_KEYS, "asha", src)
     if space.cpus_per_worker <= 0 or space.driver_cpus <= 0 or space.gpus_per_worker < 0:
         fail("resources: cpus_per_worker and driver_cpus must be > 0, gpus_per_worker >= 0")
+    if space.gpus_per_worker > 1 and space.gpus_per_worker != int(space.gpus_per_worker):
+        fail(f"resources.gpus_per_worker {space.gpus_per_worker}: above 1 it must be whole (Ray)")
     if space.grace_period < 1 or space.reduction_factor <= 1:
         fail("asha: grace_period must be >= 1 and reduction_factor > 1")
+    most_epochs = space.value_range("epochs")[1]
+    if space.scheduler == "asha" and space.grace_period > most_epochs:
+        fail(
+            f"asha.grace_period {space.grace_period}: more than the most epochs a trial runs "
+            f"({most_epochs}); lower it or raise epochs"
+        )
     return space
 
 

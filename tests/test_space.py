@@ -69,6 +69,11 @@ BASE = "name: t\nnum_samples: 2\nfolds: 2\nparams:\n  lr: {loguniform: [1.0e-4, 
         (BASE + "  rank: {choice: [4.0, 8]}\n", "positive integer)"),  # no uniform hint
         (BASE + "  rank: {qrandint: [4, 16, 0]}\n", "qrandint step q must be positive, got 0"),
         (BASE + "  rank: {randint: [4, 8.5]}\n", "params.rank value 8.5 must be an integer"),
+        (
+            BASE + "  epochs: {choice: [1, 2]}\nasha:\n  grace_period: 3\n",
+            "asha.grace_period 3: more than the most epochs a trial runs (2)",
+        ),
+        (BASE + "resources:\n  gpus_per_worker: 1.5\n", "gpus_per_worker 1.5: above 1 it"),
     ],
 )
 def test_bad_space_is_a_user_error(tmp_path, text, fragment):
@@ -148,3 +153,13 @@ def test_value_range_is_what_optuna_really_samples(tmp_path):
     assert 1e-4 <= min(seen["lr"]) < max(seen["lr"]) <= 1e-3
     assert space.value_range("lr") == (1e-4, 1e-3)
     assert space.value_range("batch_size") == (16, 16)  # not searched: the default
+
+
+def test_seed_flag_seeds_the_splits_even_over_a_fixed_seed(tmp_path):
+    from nli_tune.search import parse_args, prepare
+
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE + "fixed:\n  seed: 13\n")
+    args = parse_args(["--space", str(path), "--seed", "5", "--output", str(tmp_path / "out")])
+    space, _ = prepare(args)
+    assert space.seed == 5 and space.trial_config({}).seed == 5
