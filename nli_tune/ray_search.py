@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from nli_tune.errors import UserError
 from nli_tune.space import SearchSpace
 
 METRIC, MODE = "cv_macro_f1", "max"
+IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
 
 
 def start_ray(args, env: dict[str, str]):
@@ -56,7 +60,11 @@ def concurrency(space: SearchSpace, resources: dict[str, float]) -> int:
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     fit = math.floor(cpus / cpu_need + 1e-9)
     if gpu_need:
-        fit = min(fit, math.floor(gpus / gpu_need + 1e-9))
+        share = space.gpus_per_worker
+        # Fractional shares pack per GPU: at 0.4 a GPU holds 2 workers, not 2.5.
+        per_gpu = math.floor(1 / share + 1e-9) if share < 1 else 0
+        slots = math.floor(gpus + 1e-9) * per_gpu if share < 1 else gpus // share
+        fit = min(fit, int(slots // space.folds))
     if fit < 1:
         raise UserError(
             f"{space.source}: one trial needs {cpu_need:g} CPUs and {gpu_need:g} GPUs "
@@ -97,43 +105,32 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from nli_tune.tracking import MlflowTrialCallback, open_parent_run
+    from nli_tune.tracking import MlflowTrialCallback
     from nli_tune.tune_trial import ReleaseWorkerGroups, run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t; "completed" threshold
+    max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t
+    search_id, identity = resolve_search_id(space, fingerprint, run_dir, args.resume)
     ray = start_ray(args, env)
     try:
         resources = ray.cluster_resources()
         max_concurrent = concurrency(space, resources)
-        # First write only now: every check that can fail on the user's input has passed.
+        exp_id, parent_id = _open_parent(args.mlflow_uri, space, search_id, fingerprint)
+        # First files only now: every check that can fail on the user's input has passed.
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(space.source, run_dir / "space.yaml")
         shared["plan"].save(run_dir / "folds.json")
+        save_search_id(run_dir, search_id, identity)
         print(
             f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs -> "
             f"{max_concurrent} trial(s) at a time",
             flush=True,
-        )
-        search_id = f"{space.name}-{fingerprint[:8]}-{space.seed}"
-        exp_id, parent_id = open_parent_run(
-            args.mlflow_uri,
-            space.name,
-            search_id,
-            params={
-                "num_samples": space.num_samples,
-                "folds": space.folds,
-                "scheduler": space.scheduler,
-                "seed": space.seed,
-            },
-            tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
         )
         mlflow_cb = MlflowTrialCallback(
             args.mlflow_uri,
             exp_id,
             parent_id,
             search_id,
-            max_epochs=max_epochs,
             base_config={k: v for k, v in base.to_dict().items() if k != "extra"},
         )
         storage = run_dir / "ray"
@@ -188,26 +185,114 @@ def run_search(
                     callbacks=[mlflow_cb, ReleaseWorkerGroups()],
                 ),
             )
-        grid = tuner.fit()
-        _sweep_orphan_placement_groups()
-        unfinished = _unfinished_trials(grid, space.num_samples)
-        if unfinished:
-            raise SearchInterrupted(
-                f"search interrupted with {unfinished} trial(s) unfinished; continue it with "
-                f"the same command plus --resume"
-            )
-        return export(grid, space, max_epochs, run_dir, mlflow_cb, fingerprint)
+        try:
+            grid = tuner.fit()
+            _sweep_orphan_placement_groups()
+            unfinished = _unfinished_trials(grid, space.num_samples, mlflow_cb.ended_trials())
+            if unfinished:
+                raise SearchInterrupted(
+                    f"search interrupted with {unfinished} trial(s) unfinished; continue it "
+                    f"with the same command plus --resume"
+                )
+            return export(grid, space, run_dir, mlflow_cb, fingerprint)
+        except SearchInterrupted:
+            raise  # the parent run stays RUNNING: --resume continues it
+        except BaseException:
+            mlflow_cb.client.set_terminated(parent_id, "FAILED")
+            raise
     finally:
         ray.shutdown()
+
+
+def _open_parent(uri: str, space: SearchSpace, search_id: str, fingerprint: str):
+    """(experiment id, parent run id); an unusable --mlflow-uri is the user's error, found
+    before the search writes anything of its own."""
+    from nli_tune.tracking import open_parent_run
+
+    try:
+        return open_parent_run(
+            uri,
+            space.name,
+            search_id,
+            params={
+                "num_samples": space.num_samples,
+                "folds": space.folds,
+                "scheduler": space.scheduler,
+                "seed": space.seed,
+            },
+            tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
+        )
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(
+            f"--mlflow-uri {uri}: MLflow cannot use it ({type(err).__name__}: {reason})"
+        ) from err
+
+
+def search_identity(space: SearchSpace, fingerprint: str) -> dict[str, Any]:
+    """What a resumed search must share with the interrupted one (resources may change)."""
+    identity = {
+        "num_samples": space.num_samples,
+        "folds": space.folds,
+        "seed": space.seed,
+        "scheduler": space.scheduler,
+        "grace_period": space.grace_period,
+        "reduction_factor": space.reduction_factor,
+        "params": space.params,
+        "fixed": space.fixed,
+        "points_to_evaluate": space.points_to_evaluate,
+        "data_fingerprint": fingerprint,
+    }
+    return json.loads(json.dumps(identity, default=str))  # as it reads back from the file
+
+
+def resolve_search_id(
+    space: SearchSpace, fingerprint: str, run_dir: Path, resume: bool
+) -> tuple[str, dict[str, Any]]:
+    """A new id per fresh search (its MLflow runs are found by it, so a second search of
+    the same space and data never reopens the first one's); on --resume the saved id, once
+    the space, flags and data are checked to be the interrupted search's."""
+    identity = search_identity(space, fingerprint)
+    if not resume:
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        return f"{space.name}-{fingerprint[:8]}-{space.seed}-{stamp}", identity
+    path = run_dir / IDENTITY_FILE
+    if not path.is_file():
+        raise UserError(
+            f"--resume: {path} is missing (an older nli_tune started that search); start "
+            f"afresh with another --output"
+        )
+    saved = json.loads(path.read_text())
+    for key, then in saved["identity"].items():
+        now = identity.get(key)
+        if now != then:
+            raise UserError(
+                f"--resume: {key} is {_brief(now)} now but was {_brief(then)} in the "
+                f"interrupted search ({path}); resume with the same space file, flags and "
+                f"--data-dir"
+            )
+    return saved["search_id"], identity
+
+
+def save_search_id(run_dir: Path, search_id: str, identity: dict[str, Any]) -> None:
+    text = json.dumps({"search_id": search_id, "identity": identity}, indent=2)
+    (run_dir / IDENTITY_FILE).write_text(text)
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class SearchInterrupted(Exception):
     """Tune stopped before every trial finished (Ctrl-C): nothing is exported."""
 
 
-def _unfinished_trials(grid, num_samples: int) -> int:
-    trials = grid._experiment_analysis.trials  # Tune's own status, not inferred from metrics
-    done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+def _unfinished_trials(grid, num_samples: int, ended: set[str]) -> int:
+    """Trials not yet created plus those a Ctrl-C cut off. Tune's own statuses cannot tell
+    the latter: its clean-up marks every running trial TERMINATED."""
+    trials = grid._experiment_analysis.trials
+    done = sum(t.trial_id in ended for t in trials)
     return max(num_samples, len(trials)) - done
 
 
@@ -231,19 +316,17 @@ def _sweep_orphan_placement_groups() -> None:
         print(f"note: could not sweep placement groups ({type(err).__name__})")
 
 
-def export(
-    grid, space: SearchSpace, max_epochs: int, run_dir: Path, mlflow_cb, fingerprint: str
-) -> dict[str, Any]:
+def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
     run_ids = mlflow_cb.trial_runs()
+    base_epochs = space.trial_config({}).epochs
     rows = []
     for result in grid:
         m = result.metrics or {}
         tid = m.get("trial_id") or Path(result.path).name
         epochs = int(m.get("epoch", 0))
-        status = (
-            "failed" if result.error else "completed" if epochs >= max_epochs else "stopped early"
-        )
+        own = int((result.config or {}).get("epochs", base_epochs))  # epochs may be searched
+        status = "failed" if result.error else "completed" if epochs >= own else "stopped early"
         row = {"trial_id": tid, **{k: (result.config or {}).get(k) for k in space.params}}
         row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in range(space.folds)}
         row |= {

@@ -59,11 +59,10 @@ class MlflowTrialCallback(tune.Callback):
         exp_id: str,
         parent_id: str,
         search_id: str,
-        max_epochs: int,
         base_config: dict[str, Any],
     ):
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
-        self.search_id, self.max_epochs = search_id, max_epochs
+        self.search_id = search_id
         self.base_config = base_config  # training keys every trial shares, logged as params
         self._reset()
 
@@ -120,6 +119,17 @@ class MlflowTrialCallback(tune.Callback):
         )
         return {r.data.tags["trial_id"]: r.info.run_id for r in runs}
 
+    def ended_trials(self) -> set[str]:
+        """Trials Tune really ended (completed, stopped by ASHA or failed), this session or
+        an earlier one. A Ctrl-C marks the running trials TERMINATED in Tune's own result
+        objects without ending them through this callback, so their runs stay RUNNING."""
+        runs = self.client.search_runs(
+            [self.exp_id],
+            f"tags.search_id = '{self.search_id}' and tags.role = '{TRIAL_ROLE}' "
+            f"and attributes.status != 'RUNNING'",
+        )
+        return {r.data.tags["trial_id"] for r in runs}
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_id(trial)
 
@@ -141,7 +151,8 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epochs = int((trial.last_result or {}).get("epoch", 0))
-        status = "completed" if epochs >= self.max_epochs else "stopped early"
+        own = int(trial.config.get("epochs", self.base_config["epochs"]))  # epochs may be searched
+        status = "completed" if epochs >= own else "stopped early"
         self._finish(trial, status, "FINISHED", epochs)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -46,6 +46,10 @@ def _space(tmp: Path, name: str, **overrides) -> Path:
     return path
 
 
+def _without_epochs(fixed: dict) -> dict:
+    return {k: v for k, v in fixed.items() if k != "epochs"}  # for spaces that search it
+
+
 def _search_cmd(tmp: Path, space: Path, address: str, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -272,6 +276,84 @@ def test_interrupt_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
     assert finished_before <= set(table["trial_id"])
 
 
+def test_ctrl_c_during_the_last_trial_exports_nothing(tmp_path, ray_address):
+    """Tune's clean-up after Ctrl-C marks the running trial TERMINATED; the search must
+    still count it unfinished, not export its half-trained scores as a result."""
+    params = SMOKE["params"] | {"epochs": {"choice": [1, 60]}}
+    first = {"pooling": "mean", "lr": 1e-3}
+    points = [first | {"epochs": 1}, first | {"epochs": 60}]  # trial 2 is still running
+    fixed = _without_epochs(SMOKE["fixed"]) | {"patience": 0}  # every epoch computes
+    space = _space(tmp_path, "cut", params=params, fixed=fixed, points_to_evaluate=points)
+    proc = _search(tmp_path, space, ray_address, wait=False)
+    exp_dir = tmp_path / "outputs" / "cut" / "ray" / "cut"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:  # until trial 2 has reported
+        reported = [p for p in exp_dir.glob("*/result.json") if p.read_text().strip()]
+        if len(reported) == 2:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "search ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    run_dir = tmp_path / "outputs" / "cut"
+    assert not (run_dir / "cv_results.csv").exists() and not (run_dir / "best_config.yaml").exists()
+    _, parents, children = _runs(tmp_path, "cut")
+    assert parents[0].info.status == "RUNNING"  # --resume continues it
+    statuses = sorted((c.data.params["epochs"], c.info.status) for c in children)
+    assert statuses == [("1", "FINISHED"), ("60", "RUNNING")]
+
+    # A resume must be the same search: another fold count is refused before anything runs.
+    saved = (run_dir / "search.json").read_text()
+    r = subprocess.run(
+        [*_search_cmd(tmp_path, space, ray_address), "--resume", "--folds", "3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "--resume: folds is 3 now but was 2" in r.stderr
+    assert (run_dir / "search.json").read_text() == saved
+
+
+def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
+    from nli_tune.errors import UserError
+    from nli_tune.ray_search import resolve_search_id, save_search_id
+    from nli_tune.space import load_space
+
+    space = load_space(str(_space(tmp_path, "ids")))
+    first, identity = resolve_search_id(space, "f" * 64, tmp_path, resume=False)
+    second, _ = resolve_search_id(space, "f" * 64, tmp_path, resume=False)
+    assert first != second  # so a second search never reopens the first's MLflow runs
+    with pytest.raises(UserError, match="search.json is missing"):
+        resolve_search_id(space, "f" * 64, tmp_path, resume=True)
+    save_search_id(tmp_path, first, identity)
+    assert resolve_search_id(space, "f" * 64, tmp_path, resume=True)[0] == first
+    with pytest.raises(UserError, match="data_fingerprint is"):
+        resolve_search_id(space, "e" * 64, tmp_path, resume=True)
+    space.fixed["lr"] = 0.1
+    with pytest.raises(UserError, match="fixed is"):
+        resolve_search_id(space, "f" * 64, tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(
+    "folds, share, gpus, fit",
+    [(4, 0.4, 2, 1), (5, 0.4, 2, 0), (3, 0.5, 2, 1), (2, 0.5, 2, 2), (2, 1, 8, 4), (2, 2, 8, 2)],
+)
+def test_concurrency_packs_fractional_gpus_per_gpu(folds, share, gpus, fit):
+    from nli_tune.errors import UserError
+    from nli_tune.ray_search import concurrency
+    from nli_tune.space import SearchSpace
+
+    space = SearchSpace("g", 8, folds, "asha", {}, {}, cpus_per_worker=1, gpus_per_worker=share)
+    if fit == 0:  # 5 x 0.4: 2 fit on each GPU, so 2 GPUs hold 4 of the 5 workers
+        with pytest.raises(UserError, match="one trial needs"):
+            concurrency(space, {"CPU": 64, "GPU": gpus})
+    else:
+        assert concurrency(space, {"CPU": 64, "GPU": gpus}) == fit
+
+
 def test_resume_without_a_search_and_rerun_without_resume_are_user_errors(smoke, tmp_path):
     tmp, _ = smoke
     cmd = [
@@ -307,11 +389,24 @@ def test_cluster_yaml_passes_rays_schema():
     assert any("pip install" in c for c in config["setup_commands"])
 
 
-def test_searching_dora_rank_keeps_it_apart_from_the_cv_rank(tmp_path, ray_address):
-    params = SMOKE["params"] | {"rank": {"choice": [4, 8]}}
-    _search(tmp_path, _space(tmp_path, "ranks", params=params, num_samples=2), ray_address)
+def test_searched_rank_and_epochs_keep_their_meaning(tmp_path, ray_address):
+    """A searched DoRA rank stays apart from cv_rank, and a trial that runs all of its own
+    (searched) epochs is "completed", even when another trial runs more."""
+    params = SMOKE["params"] | {"rank": {"choice": [4, 8]}, "epochs": {"choice": [1, 2]}}
+    points = [
+        {"pooling": "mean", "lr": 1e-3, "rank": 4, "epochs": 1},
+        {"pooling": "attention", "lr": 2e-3, "rank": 8, "epochs": 2},
+    ]
+    fixed = _without_epochs(SMOKE["fixed"])
+    space = _space(
+        tmp_path, "ranks", params=params, fixed=fixed, num_samples=2, points_to_evaluate=points
+    )
+    _search(tmp_path, space, ray_address)
     table = pd.read_csv(tmp_path / "outputs" / "ranks" / "cv_results.csv")
-    assert set(table["rank"]) <= {4, 8} and sorted(table["cv_rank"]) == [1, 2]
+    assert set(table["rank"]) == {4, 8} and sorted(table["cv_rank"]) == [1, 2]
+    assert sorted(table["epochs"]) == [1, 2] and set(table["status"]) == {"completed"}
+    _, _, children = _runs(tmp_path, "ranks")
+    assert {c.data.tags["status"] for c in children} == {"completed"}
 
 
 def test_trial_too_big_for_the_cluster_fails_at_once_and_writes_nothing(tmp_path, ray_address):
