@@ -437,3 +437,14 @@ def test_aggregate_skips_folds_without_an_auc():
     assert out["cv_macro_f1_std"] == pytest.approx(np.std([0.4, 0.5, 0.6]))
     assert out["cv_roc_auc"] == pytest.approx(0.8)
     assert [out[f"fold{k}_macro_f1"] for k in range(3)] == [0.4, 0.5, 0.6]
+
+
+def test_unusable_mlflow_uri_is_a_user_error_and_writes_nothing(tmp_path, ray_address):
+    cmd = _search_cmd(tmp_path, _space(tmp_path, "nodb"), ray_address)
+    # No PostgreSQL driver is installed, so MLflow fails on this one at once.
+    cmd[cmd.index("--mlflow-uri") + 1] = "postgresql://nobody@127.0.0.1:9/mlflow"
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]  # above it only Ray's own connection warning
+    assert last.startswith("error: --mlflow-uri postgresql://") and "MLflow cannot use it" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodb.yaml"]
