@@ -389,6 +389,24 @@ def test_cluster_yaml_passes_rays_schema():
     assert any("pip install" in c for c in config["setup_commands"])
 
 
+@pytest.mark.parametrize("name", ["gpu", "full"])
+def test_gpu_spaces_fill_the_cluster_yaml_from_its_start(name):
+    """The search sizes its concurrency from the resources present when it starts, so the
+    launcher's starting cluster must fit the GPU spaces, GPUs all used."""
+    from nli_tune.ray_search import concurrency
+    from nli_tune.space import load_space
+
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "cluster.yaml").read_text())
+    totals: dict[str, float] = {}
+    for node_name, node in raw["available_node_types"].items():
+        count = 1 if node_name == raw["head_node_type"] else node["min_workers"]
+        for key, value in node["resources"].items():
+            totals[key] = totals.get(key, 0) + count * value
+    space = load_space(name)
+    trials = concurrency(space, totals)
+    assert trials * space.folds * space.gpus_per_worker == totals["GPU"] == 16
+
+
 def test_searched_rank_and_epochs_keep_their_meaning(tmp_path, ray_address):
     """A searched DoRA rank stays apart from cv_rank, and a trial that runs all of its own
     (searched) epochs is "completed", even when another trial runs more."""
