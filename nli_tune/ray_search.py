@@ -133,22 +133,22 @@ def run_search(
             search_id,
             base_config={k: v for k, v in base.to_dict().items() if k != "extra"},
         )
-        storage = run_dir / "ray"
+        storage = args.storage.rstrip("/")  # a local path or a URI such as s3://bucket/x
         settings = {
             "base_config": space.base_config(),
             "cpus_per_worker": space.cpus_per_worker,
             "gpus_per_worker": space.gpus_per_worker,
-            "train_storage": str(storage / "train"),
+            "train_storage": f"{storage}/train",
         }
         # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, shared={"ref": ray.put(shared)}, settings=settings),
             {"cpu": space.driver_cpus},
         )
-        exp_path = storage / space.name
+        exp_path = f"{storage}/{space.name}"
         if args.resume:
             tuner = tune.Tuner.restore(
-                str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=True
+                exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
         else:
             scheduler = (
@@ -179,7 +179,7 @@ def run_search(
                     max_concurrent_trials=max_concurrent,
                 ),
                 run_config=tune.RunConfig(
-                    storage_path=str(storage),
+                    storage_path=storage,
                     name=space.name,
                     verbose=1,
                     callbacks=[mlflow_cb, ReleaseWorkerGroups()],
@@ -346,7 +346,7 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
 
     ranked = [(r, res) for r, res in rows if r["cv_macro_f1"] is not None and not res.error]
     if not ranked:
-        raise UserError(f"every trial failed; see the trial logs under {run_dir / 'ray'}")
+        raise UserError(f"every trial failed; see the trial logs under {grid.experiment_path}")
     best_row, best = max(ranked, key=lambda x: x[0]["cv_macro_f1"])
     params = {k: _plain(best.config[k]) for k in space.params}
     cfg = TrainConfig.from_dict(space.base_config() | params)

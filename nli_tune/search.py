@@ -52,6 +52,12 @@ def parse_args(argv):
         default="outputs",
         help="folder for results; the search writes OUTPUT/<name>/ (default outputs)",
     )
+    p.add_argument(
+        "--storage",
+        help="where Ray Tune and Train keep trial state and fold checkpoints (default "
+        "OUTPUT/<name>/ray). On a multi-node cluster every node must reach it: "
+        "s3://bucket/prefix or a shared (NFS) path",
+    )
     p.add_argument("--num-samples", type=int, help="number of trials (overrides the space)")
     p.add_argument("--folds", type=int, help="CV folds = workers per trial (overrides the space)")
     p.add_argument(
@@ -104,15 +110,29 @@ def prepare(args) -> tuple[SearchSpace, Path]:
             f"(MLflow's file store is gone)"
         )
     run_dir = Path(args.output).resolve() / space.name
-    tune_dir = run_dir / "ray" / space.name
-    if args.resume and not tune_dir.is_dir():
+    if args.storage is None:
+        args.storage = str(run_dir / "ray")
+    elif "://" not in args.storage:
+        args.storage = str(Path(args.storage).resolve())
+    ran_before = _experiment_exists(args.storage, space.name)
+    if args.resume and not ran_before:
         raise UserError(f"--resume: no search to resume in {run_dir} (run without --resume)")
-    if not args.resume and tune_dir.exists():
+    if not args.resume and ran_before:
         raise UserError(
             f"{run_dir}: a search already ran here; pass --resume to continue it, "
             f"or --output elsewhere / remove the folder to start afresh"
         )
     return space, run_dir
+
+
+def _experiment_exists(storage: str, name: str) -> bool:
+    """Whether Tune state of search `name` is in `storage` (a local path or a URI)."""
+    if "://" not in storage:
+        return (Path(storage) / name).exists()
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(storage)
+    return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != fs.FileType.NotFound
 
 
 def main(argv: list[str] | None = None) -> int:

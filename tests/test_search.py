@@ -317,6 +317,26 @@ def test_ctrl_c_during_the_last_trial_exports_nothing(tmp_path, ray_address):
     assert (run_dir / "search.json").read_text() == saved
 
 
+def test_storage_flag_puts_tune_and_train_state_where_all_nodes_reach_it(tmp_path, ray_address):
+    """Multi-node Ray Train refuses local checkpoint paths, so a cluster search passes a
+    shared --storage (s3:// or NFS); here a second local folder stands in for it."""
+    shared = tmp_path / "shared"
+    space = _space(tmp_path, "store", num_samples=1)
+    _search(tmp_path, space, ray_address, "--storage", str(shared))
+    run_dir = tmp_path / "outputs" / "store"
+    assert (run_dir / "cv_results.csv").exists() and not (run_dir / "ray").exists()
+    assert len(list((shared / "store").glob("*/result.json"))) == 1  # the Tune trial
+    assert list((shared / "train").glob("trial_*/epoch_*/fold*/trainer_state.json"))  # folds
+    again = subprocess.run(
+        [*_search_cmd(tmp_path, space, ray_address), "--storage", str(shared)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 2 and "pass --resume to continue it" in again.stderr
+
+
 def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
     from nli_tune.errors import UserError
     from nli_tune.ray_search import resolve_search_id, save_search_id
