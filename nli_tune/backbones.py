@@ -30,7 +30,15 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from nli_tune.errors import UserError
+
 PRESETS = ("gemma-3-270m", "tiny-random")
+
+
+class BackboneError(UserError, ValueError):
+    """The `model` (or `num_layers`) a config names cannot be loaded: the user's to fix."""
+
+
 ATTENTIONS = ("bidirectional", "causal")
 
 # Multimodal checkpoints store the text tower as `language_model.model.*` (hub and transformers 5
@@ -119,7 +127,7 @@ def _encoder_config(
     available = fields["num_hidden_layers"]
     if num_layers is not None:
         if num_layers > available:
-            raise ValueError(f"num_layers={num_layers}: {source} has only {available} layers")
+            raise BackboneError(f"num_layers={num_layers}: {source} has only {available} layers")
         fields["num_hidden_layers"] = num_layers
         fields["layer_types"] = list(fields["layer_types"])[:num_layers]
     fields["use_bidirectional_attention"] = bidirectional
@@ -135,7 +143,7 @@ def _resolve_source(model: str) -> str | Path:
     # "org/name" may be a hub id; anything else shaped like a path cannot be, so fail fast
     # instead of letting the hub client try (and, offline, time out on) a nonsense id.
     if path.exists() or model.startswith(("/", ".", "~")) or model.count("/") > 1:
-        raise ValueError(_not_found(model))
+        raise BackboneError(_not_found(model))
     return model
 
 
@@ -152,14 +160,14 @@ def _load_pretrained(
     try:
         base = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise OSError(_not_found(name)) from err
+        raise BackboneError(_not_found(name)) from err
     if base.model_type == "gemma3":
         # Gemma3Model.forward ignores the text config's flag; only the bare text tower honours it.
         text_base, key_mapping = base.text_config, _MULTIMODAL_TEXT_KEYS
     elif base.model_type == "gemma3_text":
         text_base, key_mapping = base, None
     else:
-        raise ValueError(f"{name!r} is a {base.model_type!r} checkpoint, not a Gemma-3 one")
+        raise BackboneError(f"{name!r} is a {base.model_type!r} checkpoint, not a Gemma-3 one")
     config = _encoder_config(text_base, name, bidirectional, num_layers)
     # Dropped layers and the vision tower are reported as unexpected keys by design; transformers'
     # report would bury real problems, so it is silenced and _check_loading decides instead.

@@ -108,6 +108,18 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path):
     (tmp_path / "cfg.yaml").write_text("learning_rate: 0.1\n")
     r = run_train("--config", str(tmp_path / "cfg.yaml"), timeout=120)
     assert r.returncode == 2 and "unknown config key 'learning_rate'" in r.stderr
+    # A model that cannot be found is the user's to fix too: one line, not a traceback.
+    (tmp_path / "cfg.yaml").write_text("model: ./no-such-checkpoint\n")
+    r = run_train(
+        "--config", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "out"), timeout=120
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: cannot load backbone './no-such-checkpoint'")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
 
 
 def test_fingerprint_warning_names_both_fingerprints(capsys):
