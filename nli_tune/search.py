@@ -156,10 +156,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(plan.test_posts)} held out for the final test)",
         flush=True,
     )
-    # The driver loads the backbone once: it fills the conversion cache before workers
-    # race for it, and gives the tokenizer to tokenize every post exactly once.
-    _, tokenizer = load_backbone(base.model, num_layers=1)
-    tokens = tokenize(tokenizer, data.texts())
+    # The driver loads each model once (one layer): that fills the conversion cache before
+    # workers race for it, fails early on a model that cannot load, and tokenizes every post
+    # exactly once. All trials share these tokens, so searched models must agree on them.
+    models = list(dict.fromkeys(space.params.get("model", {}).get("choice") or [base.model]))
+    tokens = None
+    for model in models:
+        _, tokenizer = load_backbone(model, num_layers=1)
+        these = tokenize(tokenizer, data.texts())
+        if tokens is not None and these != tokens:
+            raise UserError(
+                f"{space.source}: params.model: {model} tokenizes differently from "
+                f"{models[0]}; trials share one tokenization, so search models with one "
+                f"tokenizer (the Gemma-3 checkpoints share theirs) or run a search per model"
+            )
+        tokens = these
     trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
     shortest = int(space.value_range("max_length")[0])
     if shortest < tokens.min_length():

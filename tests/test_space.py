@@ -90,9 +90,20 @@ def test_misplaced_bundled_name_points_to_the_bundled_file(tmp_path):
         load_space("nonsense")
 
 
-def test_search_cli_rejects_bad_space_with_exit_2_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (BASE.replace("loguniform", "gaussian"), "unknown distribution 'gaussian'"),
+        # Trials share the driver's tokenization, so models must share a tokenizer.
+        (
+            BASE + "  model: {choice: [tiny-random, gemma-3-270m]}\n",
+            "params.model: gemma-3-270m tokenizes differently from tiny-random",
+        ),
+    ],
+)
+def test_search_cli_rejects_bad_space_with_exit_2_and_writes_nothing(tmp_path, text, fragment):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(BASE.replace("loguniform", "gaussian"))
+    bad.write_text(text)
     out = tmp_path / "outputs"
     r = subprocess.run(
         [
@@ -112,7 +123,9 @@ def test_search_cli_rejects_bad_space_with_exit_2_and_writes_nothing(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().count("\n") == 0 and "unknown distribution 'gaussian'" in r.stderr
+    # The last line: a first use of gemma-3-270m also says it converts the weights.
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
