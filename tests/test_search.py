@@ -78,6 +78,22 @@ def _search(tmp: Path, space: Path, address: str, *extra: str, wait: bool = True
     return r.stdout
 
 
+def _interrupt_when(proc, exp_dir: Path, ready) -> str:
+    """Send Ctrl-C once `ready(epochs reported by each trial so far)`; return the output of
+    the search, which must stop as interrupted (exit 130)."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        epochs = [len(p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")]
+        if ready(epochs):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "search ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    return out
+
+
 def _runs(tmp: Path, experiment: str):
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
@@ -247,16 +263,8 @@ def test_interrupt_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
     space = _space(tmp_path, "resume", num_samples=3)
     proc = _search(tmp_path, space, ray_address, wait=False)
     exp_dir = tmp_path / "outputs" / "resume" / "ray" / "resume"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:  # until one trial has finished
-        done = [p for p in exp_dir.glob("*/result.json") if len(p.read_text().splitlines()) >= 2]
-        if done:
-            break
-        time.sleep(1)
-    assert proc.poll() is None, "search ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-3000:]
+    # Ctrl-C once one trial has finished (2 epochs reported).
+    out = _interrupt_when(proc, exp_dir, lambda epochs: max(epochs, default=0) >= 2)
     assert "--resume" in out and not (tmp_path / "outputs" / "resume" / "cv_results.csv").exists()
     finished_before = {
         p.parent.name.split("_")[2]
@@ -286,16 +294,8 @@ def test_ctrl_c_during_the_last_trial_exports_nothing(tmp_path, ray_address):
     space = _space(tmp_path, "cut", params=params, fixed=fixed, points_to_evaluate=points)
     proc = _search(tmp_path, space, ray_address, wait=False)
     exp_dir = tmp_path / "outputs" / "cut" / "ray" / "cut"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:  # until trial 2 has reported
-        reported = [p for p in exp_dir.glob("*/result.json") if p.read_text().strip()]
-        if len(reported) == 2:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "search ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-3000:]
+    # Ctrl-C once trial 2 has reported an epoch too.
+    _interrupt_when(proc, exp_dir, lambda epochs: sum(n >= 1 for n in epochs) == 2)
     run_dir = tmp_path / "outputs" / "cut"
     assert not (run_dir / "cv_results.csv").exists() and not (run_dir / "best_config.yaml").exists()
     _, parents, children = _runs(tmp_path, "cut")
