@@ -61,9 +61,10 @@ def concurrency(space: SearchSpace, resources: dict[str, float]) -> int:
     fit = math.floor(cpus / cpu_need + 1e-9)
     if gpu_need:
         share = space.gpus_per_worker
-        # Fractional shares pack per GPU: at 0.4 a GPU holds 2 workers, not 2.5.
-        per_gpu = math.floor(1 / share + 1e-9) if share < 1 else 0
-        slots = math.floor(gpus + 1e-9) * per_gpu if share < 1 else gpus // share
+        if share < 1:  # fractional shares pack per GPU: at 0.4 a GPU holds 2 workers, not 2.5
+            slots = math.floor(gpus + 1e-9) * math.floor(1 / share + 1e-9)
+        else:
+            slots = gpus // share
         fit = min(fit, int(slots // space.folds))
     if fit < 1:
         raise UserError(
