@@ -319,16 +319,17 @@ def _sweep_orphan_placement_groups() -> None:
 
 def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
+    from nli_tune.tracking import epoch_status
+
     run_ids = mlflow_cb.trial_runs()
     base_epochs = space.trial_config({}).epochs
     rows = []
     for result in grid:
         m = result.metrics or {}
         tid = m.get("trial_id") or Path(result.path).name
-        epochs = int(m.get("epoch", 0))
-        own = int((result.config or {}).get("epochs", base_epochs))  # epochs may be searched
-        status = "failed" if result.error else "completed" if epochs >= own else "stopped early"
-        row = {"trial_id": tid, **{k: (result.config or {}).get(k) for k in space.params}}
+        epochs, config = int(m.get("epoch", 0)), result.config or {}
+        status = "failed" if result.error else epoch_status(epochs, config, base_epochs)
+        row = {"trial_id": tid, **{k: config.get(k) for k in space.params}}
         row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in range(space.folds)}
         row |= {
             "cv_macro_f1": m.get(METRIC),

@@ -16,6 +16,13 @@ from ray import tune
 PARENT_ROLE, TRIAL_ROLE = "search", "trial"
 
 
+def epoch_status(epochs_run: int, config: dict[str, Any], default_epochs: int) -> str:
+    """'completed' if a trial ran all of its own epochs (epochs may be searched, so they
+    come from its config), else 'stopped early'. cv_results and MLflow both label by it."""
+    own = int(config.get("epochs", default_epochs))
+    return "completed" if epochs_run >= own else "stopped early"
+
+
 def _client(uri: str):
     import logging
 
@@ -151,8 +158,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epochs = int((trial.last_result or {}).get("epoch", 0))
-        own = int(trial.config.get("epochs", self.base_config["epochs"]))  # epochs may be searched
-        status = "completed" if epochs >= own else "stopped early"
+        status = epoch_status(epochs, trial.config, self.base_config["epochs"])
         self._finish(trial, status, "FINISHED", epochs)
 
     def on_trial_error(self, iteration, trials, trial, **info):
