@@ -1,6 +1,7 @@
 """Speed and memory goals, measured (never asserted in timed tests).
 
     python -m nli_tune.bench [--model gemma-3-270m] [--num-layers 3] [--steps 8]
+    python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 
@@ -20,8 +22,15 @@ import torch
 
 from nli_tune.config import TrainConfig
 from nli_tune.data import load_redsm5
-from nli_tune.encoding import bucketed_batches, encode_pairs
+from nli_tune.encoding import (
+    assemble,
+    bucketed_batches,
+    pair_format,
+    pair_lengths,
+    tokenize_units,
+)
 from nli_tune.errors import run_cli
+from nli_tune.evidence import build_units
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer, autocast_dtype
 
@@ -35,6 +44,11 @@ GOALS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quality"]:  # the side-by-side quality table (see quality.py)
+        from nli_tune import quality
+
+        return quality.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m nli_tune.bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="gemma-3-270m", help="model preset/id (default gemma-3-270m)")
     p.add_argument("--num-layers", type=int, default=3, help="decoder layers kept (default 3)")
@@ -47,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, float] = {}
     cfg = TrainConfig(
+        calibration="none",
         model=args.model,
         num_layers=args.num_layers,
         batch_size=args.batch_size,
@@ -57,23 +72,41 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         synth.write(tmp, 1484, seed=0)
         data = load_redsm5(tmp)
-        enc = encode_pairs(tok, data.texts(), data.pairs(), cfg.max_length, cfg.pair_order)
+        table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+        units = assemble(
+            table,
+            tokenize_units(tok, table),
+            pair_format(tok),
+            data.pairs(),
+            cfg.max_length,
+            cfg.pair_order,
+            cfg.unit,
+        )
     results["data_seconds"] = time.perf_counter() - t0
-    print(f"data: 1,484 posts -> {len(enc)} pairs encoded in {results['data_seconds']:.1f}s")
+    print(
+        f"data: 1,484 posts -> {len(units)} {cfg.unit} units tokenized and labelled in "
+        f"{results['data_seconds']:.1f}s"
+    )
 
-    trainer = FoldTrainer(cfg, model, enc, None, tok.pad_token_id)
-    batches = bucketed_batches(enc.lengths, cfg.batch_size, np.random.default_rng(0))
+    trainer = FoldTrainer(cfg, model, units, None)
+    rng = np.random.default_rng(0)
+    examples = trainer._evidence_examples(rng)
+    lengths = pair_lengths(trainer.train, examples[:, 0], examples[:, 1])
+    batches = [examples[b] for b in bucketed_batches(lengths, cfg.batch_size, rng)]
     model.train()
-    for idx in batches[:2]:  # warm-up: the first CPU steps pay one-off kernel set-up
-        trainer.micro_step(idx)
+    for batch in batches[:2]:  # warm-up: the first CPU steps pay one-off kernel set-up
+        trainer.step("evidence", batch)
     t0, tokens = time.perf_counter(), 0
-    for idx in batches[2 : 2 + args.steps]:
-        tokens += trainer.micro_step(idx)[1]
+    for batch in batches[2 : 2 + args.steps]:
+        tokens += trainer.step("evidence", batch)[1]
     results["train_tokens_per_s"] = tokens / (time.perf_counter() - t0)
-    sub = enc.subset(list(dict.fromkeys(enc.post_ids))[:40])
+    sub = units.subset(units.posts[:40])
+    pairs = np.repeat(np.flatnonzero(~sub.external), 9)
+    crits = np.tile(np.arange(9), len(pairs) // 9)
     t0 = time.perf_counter()
-    trainer.predict(sub)
-    results["score_tokens_per_s"] = int(sub.lengths.sum()) / (time.perf_counter() - t0)
+    trainer.score_posts(sub)
+    seconds = time.perf_counter() - t0
+    results["score_tokens_per_s"] = int(pair_lengths(sub, pairs, crits).sum()) / seconds
     results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     amp = autocast_dtype(cfg.precision, torch.device("cpu"))
     print(

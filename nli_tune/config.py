@@ -21,6 +21,10 @@ POOLINGS = ("mean", "cls", "max", "attention")
 ATTENTIONS = ("bidirectional", "causal")
 PAIR_ORDERS = ("criterion_first", "post_first")
 PRECISIONS = ("auto", "bf16", "fp32")
+UNITS = ("post", "sentence", "window")
+AGGREGATES = ("max", "lse", "topk", "attention")
+DORA_TARGETS = ("attention", "attention_mlp")
+CALIBRATIONS = ("holdout", "none")
 # Keys a config file may carry besides the training keys: the search's export writes its
 # results there, and `train` must consume that file unchanged.
 METADATA_KEYS = ("search",)
@@ -35,11 +39,21 @@ class TrainConfig:
     num_layers: int | None = 3  # keep only the first N decoder layers; null = all of them
     attention: str = "bidirectional"  # bidirectional | causal (the ablation)
     pooling: str = "mean"  # mean | cls | max | attention: token vectors -> one pair vector
-    rank: int = 16  # DoRA rank r on q/k/v/o projections
+    rank: int = 16  # DoRA rank r on the dora_targets projections
+    dora_targets: str = "attention"  # attention (q/k/v/o) | attention_mlp (+ gate/up/down)
     alpha: float = 32.0  # DoRA scaling numerator (scale = alpha / rank)
     head_dropout: float = 0.1  # dropout before the linear head (adapters use none: it costs +33%)
-    max_length: int = 128  # tokens per (post, criterion) pair; only the post is truncated
+    max_length: int = 128  # tokens per (unit, criterion) pair; longer units are split, posts cut
     pair_order: str = "criterion_first"  # criterion_first | post_first: which text leads the pair
+    # --- evidence level: the premise is a unit of the post, scores aggregate to the post ---
+    unit: str = "sentence"  # post (whole post, truncated: the ablation) | sentence | window
+    window_sentences: int = 3  # unit: window: consecutive sentences per window
+    window_stride: int = 2  # unit: window: sentences between window starts (<= window_sentences)
+    aggregate: str = "max"  # unit scores -> post score: max | lse | topk | attention (MIL)
+    topk: int = 2  # aggregate: topk: mean of the k best units' logits
+    evidence_weight: float = 1.0  # loss = w * unit-evidence loss + (1 - w) * post-level MIL loss
+    calibration: str = "holdout"  # holdout: Platt + threshold fit on held-out train posts | none
+    calibration_fraction: float = 0.2  # share of training posts held out for calibration
     # --- optimisation ---
     lr: float = 2e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
@@ -49,7 +63,7 @@ class TrainConfig:
     epochs: int = 6  # passes over the training pairs
     patience: int = 2  # epochs without val macro-F1 gain before a fold stops (0 = never)
     class_weights: bool = True  # weight the loss by inverse class frequency of the train split
-    neg_ratio: float | None = 3.0  # unmatched pairs drawn per matched pair each epoch; null = all
+    neg_ratio: float | None = 3.0  # negatives drawn per positive example each epoch; null = all
     grad_checkpointing: bool = False  # trade compute for memory in the backbone
     precision: str = "auto"  # auto (bf16 on CUDA / bf16-capable CPUs, else fp32) | bf16 | fp32
     eval_batch_size: int = 32  # pairs per forward pass when scoring
@@ -76,18 +90,43 @@ class TrainConfig:
             f"must be one of {', '.join(PAIR_ORDERS)}",
         )
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        for key, allowed in (
+            ("unit", UNITS),
+            ("aggregate", AGGREGATES),
+            ("dora_targets", DORA_TARGETS),
+            ("calibration", CALIBRATIONS),
+        ):
+            need(getattr(self, key) in allowed, key, f"must be one of {', '.join(allowed)}")
+        need(
+            _is_num(self.evidence_weight) and 0 <= self.evidence_weight <= 1,
+            "evidence_weight",
+            "must be in [0, 1]",
+        )
+        need(
+            _is_num(self.calibration_fraction) and 0 < self.calibration_fraction < 0.5,
+            "calibration_fraction",
+            "must be in (0, 0.5)",
+        )
         need(
             self.num_layers is None or _is_int(self.num_layers) and self.num_layers >= 1,
             "num_layers",
             "must be a positive integer or null",
         )
-        for key in ("rank", "batch_size", "grad_accum", "epochs", "eval_batch_size", "folds"):
+        positive = ("rank", "batch_size", "grad_accum", "epochs", "eval_batch_size", "folds")
+        for key in positive + ("window_sentences", "window_stride", "topk"):
             need(
                 _is_int(getattr(self, key)) and getattr(self, key) >= 1,
                 key,
                 "must be a positive integer",
             )
         need(_is_int(self.patience) and self.patience >= 0, "patience", "must be an integer >= 0")
+        need(
+            not _is_int(self.window_stride)
+            or not _is_int(self.window_sentences)
+            or self.window_stride <= self.window_sentences,
+            "window_stride",
+            f"must be <= window_sentences ({self.window_sentences}) to cover every sentence",
+        )
         need(
             _is_int(self.max_length) and self.max_length >= 16,
             "max_length",

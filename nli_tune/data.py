@@ -222,9 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "check":
+        from nli_tune.evidence import location_report
+
         data = load_redsm5(args.data_dir)
         s = stats(data)
-        print(json.dumps(s, indent=2)) if args.json else _print_stats(s, data.source)
+        report = location_report(data)
+        s["annotations_located"] = {
+            "criterion_annotations": report.annotations,
+            "exact": report.exact,
+            "normalised": report.normalised,
+            "not_located": report.not_located,
+        }
+        if args.json:
+            print(json.dumps(s, indent=2))
+        else:
+            _print_stats(s, data.source)
+            print(f"  {report.line()}")
         return 0
     from nli_tune import synth as synth_mod
 

@@ -1,141 +1,219 @@
-"""Pair tokenization and length-bucketed, dynamically padded batches.
+"""(unit, criterion) pair tokens and length-bucketed, dynamically padded batches.
 
-A pair is `[bos] criterion-description [sep] post [eos]` (`criterion_first`, the default)
-or `[bos] post [sep] criterion-description [eos]` (`post_first`, NLI's premise then
-hypothesis). With bidirectional attention both orders see everything; they differ in
-what the causally pre-trained layers expect, which is why the order is a config key.
-Each post is tokenized once and reused for its 9 pairs; when a pair is too long only the
-post is cut (its end), never the criterion. Padding goes on the right (Gemma's tokenizer
-pads left).
+A pair is `[bos] criterion-description [sep] unit [eos]` (`criterion_first`, the default) or
+`[bos] unit [sep] criterion-description [eos]` (`post_first`, NLI's premise then
+hypothesis). A unit is a sentence, a window of sentences or the whole post (see
+evidence.py). Each unit is tokenized once, with its tokens' character offsets, and paired
+with the 9 criteria only when a batch is built. A unit too long for `max_length` is split
+into consecutive token windows, so nothing is truncated away; only the whole-post ablation
+is cut (its end), as the seed design did. Padding goes on the right (Gemma's tokenizer pads
+left).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from nli_tune.config import PAIR_ORDERS
-from nli_tune.data import criteria
+from nli_tune.data import criteria, criterion_keys
 from nli_tune.errors import UserError
+from nli_tune.evidence import UnitTable
 
 # Plain-text separators: the pretrained LM reads them as section breaks.
-SEPARATOR = "\n\nPost: "  # criterion_first: between the criterion and the post
-POST_FIRST_SEPARATOR = "\n\nCriterion: "  # post_first: between the post and the criterion
+SEPARATOR = "\n\nPost: "  # criterion_first: between the criterion and the unit
+POST_FIRST_SEPARATOR = "\n\nCriterion: "  # post_first: between the unit and the criterion
 
 
 @dataclass(frozen=True)
-class EncodedPairs:
-    input_ids: list[np.ndarray]  # int32 token ids per pair, unpadded
-    labels: np.ndarray  # int64, 1 = matched
-    post_ids: np.ndarray  # object, the pair's post
-    criteria: np.ndarray  # object, the pair's criterion key
+class PairFormat:
+    """Token ids of the criteria and separators: a pair is head(c) + unit + tail(c)."""
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.input_ids), int, count=len(self.input_ids))
-
-    def subset(self, posts) -> EncodedPairs:
-        keep = np.flatnonzero(np.isin(self.post_ids, np.asarray(list(posts), dtype=object)))
-        return EncodedPairs(
-            [self.input_ids[i] for i in keep],
-            self.labels[keep],
-            self.post_ids[keep],
-            self.criteria[keep],
-        )
-
-
-@dataclass(frozen=True)
-class PairTokens:
-    """Token ids of every post and criterion, before pairing: tokenized once per data set
-    and shared (e.g. with search workers), then assembled per max_length."""
-
-    posts: dict[str, list[int]]  # post_id -> ids of the post text, no special tokens
-    criteria: dict[str, list[int]]  # criterion key -> ids of its description
-    bos: list[int]
-    sep: list[int]  # between criterion and post (criterion_first)
-    sep_post_first: list[int]  # between post and criterion (post_first)
-    eos: list[int]
+    criteria: tuple[tuple[int, ...], ...]  # ids of each criterion description, DSM order
+    bos: tuple[int, ...]
+    sep: tuple[int, ...]  # criterion_first: between criterion and unit
+    sep_post_first: tuple[int, ...]  # post_first: between unit and criterion
+    eos: tuple[int, ...]
     pad: int  # pad token id: workers collate with it without loading a tokenizer
 
+    def head_tail(self, c: int, order: str) -> tuple[list[int], list[int]]:
+        if order == "criterion_first":
+            return [*self.bos, *self.criteria[c], *self.sep], [*self.eos]
+        return [*self.bos], [*self.sep_post_first, *self.criteria[c], *self.eos]
+
+    def overhead(self, order: str) -> np.ndarray:
+        """Tokens a pair adds around its unit, per criterion."""
+        return np.array([sum(map(len, self.head_tail(c, order))) for c in range(9)])
+
     def min_length(self) -> int:
-        """Shortest max_length that fits every criterion plus 8 post tokens (either order)."""
-        longest = max(len(ids) for ids in self.criteria.values())
+        """Shortest max_length that fits every criterion plus 8 unit tokens (either order)."""
         sep = max(len(self.sep), len(self.sep_post_first))
-        return len(self.bos) + sep + longest + len(self.eos) + 8
+        return len(self.bos) + sep + max(map(len, self.criteria)) + len(self.eos) + 8
 
 
-def tokenize(tokenizer, texts: dict[str, str]) -> PairTokens:
-    """Tokenize every post once (`texts` maps post_id -> text) and every criterion."""
-    post_list = list(texts)
-    encoded = tokenizer([texts[p] for p in post_list], add_special_tokens=False, verbose=False)[
-        "input_ids"
-    ]
-    return PairTokens(
-        posts=dict(zip(post_list, encoded, strict=True)),
-        criteria={
-            c.key: tokenizer.encode(c.description, add_special_tokens=False) for c in criteria()
-        },
-        bos=[tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
-        sep=tokenizer.encode(SEPARATOR, add_special_tokens=False),
-        sep_post_first=tokenizer.encode(POST_FIRST_SEPARATOR, add_special_tokens=False),
-        eos=[tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [],
+@dataclass(frozen=True)
+class UnitTokens:
+    """Every unit tokenized once (shared with search workers), before pairing."""
+
+    ids: list[np.ndarray]  # int32 token ids of each unit, no special tokens
+    offsets: list[np.ndarray]  # int64 [len, 2]: each token's character span in the post
+
+
+def pair_format(tokenizer) -> PairFormat:
+    def ids(text: str) -> tuple[int, ...]:
+        return tuple(tokenizer.encode(text, add_special_tokens=False))
+
+    return PairFormat(
+        criteria=tuple(ids(c.description) for c in criteria()),
+        bos=(tokenizer.bos_token_id,) if tokenizer.bos_token_id is not None else (),
+        sep=ids(SEPARATOR),
+        sep_post_first=ids(POST_FIRST_SEPARATOR),
+        eos=(tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else (),
         pad=tokenizer.pad_token_id,
     )
 
 
+def tokenize_units(tokenizer, table: UnitTable) -> UnitTokens:
+    """Token ids and post-relative character offsets of every unit of `table`."""
+    enc = tokenizer(
+        table.texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    ids, offsets = [], []
+    for i, (tok, off) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
+        base = max(int(table.starts[i]), 0)
+        ids.append(np.asarray(tok, np.int32))
+        offsets.append(np.asarray(off, np.int64).reshape(-1, 2) + base)
+    return UnitTokens(ids, offsets)
+
+
+@dataclass(frozen=True)
+class UnitData:
+    """A set of posts as the trainer sees it: units as token ids, with their posts, spans
+    and evidence labels, plus each post's 9 criterion labels."""
+
+    ids: list[np.ndarray]  # int32 token ids per unit (split to fit max_length)
+    post_index: np.ndarray  # int64 [n]: the unit's row in `posts`
+    starts: np.ndarray  # int64 [n]: character span in the post; -1 for external units
+    ends: np.ndarray
+    evidence: np.ndarray  # int8 [n, 9]: 1 / 0 / -1 unknown
+    hard: np.ndarray  # bool [n, 9]: explicit annotated absence
+    annotated: np.ndarray  # bool [n, 9]: overlaps a located evidence sentence
+    posts: np.ndarray  # object [P]: post ids
+    post_labels: np.ndarray  # int64 [P, 9]: 1 = matched
+    fmt: PairFormat
+    order: str  # criterion_first | post_first
+    unit: str  # post | sentence | window
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def external(self) -> np.ndarray:
+        return self.starts < 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), int, count=len(self.ids))
+
+    def subset(self, posts) -> UnitData:
+        keep_posts = np.flatnonzero(np.isin(self.posts, np.asarray(list(posts), dtype=object)))
+        new_index = np.full(len(self.posts), -1)
+        new_index[keep_posts] = np.arange(len(keep_posts))
+        keep = np.flatnonzero(new_index[self.post_index] >= 0)
+        return replace(
+            self,
+            ids=[self.ids[i] for i in keep],
+            post_index=new_index[self.post_index[keep]],
+            starts=self.starts[keep],
+            ends=self.ends[keep],
+            evidence=self.evidence[keep],
+            hard=self.hard[keep],
+            annotated=self.annotated[keep],
+            posts=self.posts[keep_posts],
+            post_labels=self.post_labels[keep_posts],
+        )
+
+    def pairs_frame(self) -> pd.DataFrame:
+        """post_id, criterion, label: one row per (post, criterion), posts in order."""
+        keys = np.array(criterion_keys(), dtype=object)
+        return pd.DataFrame(
+            {
+                "post_id": np.repeat(self.posts, 9),
+                "criterion": np.tile(keys, len(self.posts)),
+                "label": self.post_labels.reshape(-1),
+            }
+        )
+
+
 def assemble(
-    tokens: PairTokens, pairs: pd.DataFrame, max_length: int, order: str = "criterion_first"
-) -> EncodedPairs:
-    """One token sequence per pair in `order`, cutting only the post to max_length."""
-    if max_length < tokens.min_length():
+    table: UnitTable,
+    tokens: UnitTokens,
+    fmt: PairFormat,
+    pairs: pd.DataFrame,
+    max_length: int,
+    order: str,
+    unit: str,
+) -> UnitData:
+    """Units ready for pairing: a unit longer than max_length allows is split into token
+    windows (the whole-post ablation is cut instead); posts and labels come from `pairs`."""
+    if max_length < fmt.min_length():
         raise UserError(
             f"max_length {max_length}: too short; the longest criterion and separators need "
-            f"{tokens.min_length() - 8} tokens plus room for the post (use >= "
-            f"{tokens.min_length()})"
+            f"{fmt.min_length() - 8} tokens plus room for the unit (use >= {fmt.min_length()})"
         )
     if order not in PAIR_ORDERS:
         raise ValueError(f"unknown pair order {order!r}")
-    ids = []
-    for pid, crit in zip(pairs["post_id"], pairs["criterion"], strict=True):
-        if order == "criterion_first":
-            head, tail = tokens.bos + tokens.criteria[crit] + tokens.sep, tokens.eos
-        else:
-            head, tail = tokens.bos, tokens.sep_post_first + tokens.criteria[crit] + tokens.eos
-        post = tokens.posts[pid][: max_length - len(head) - len(tail)]
-        ids.append(np.asarray(head + post + tail, dtype=np.int32))
-    return EncodedPairs(
-        ids,
-        pairs["label"].to_numpy(np.int64),
-        pairs["post_id"].to_numpy(object),
-        pairs["criterion"].to_numpy(object),
+    budget = max_length - int(fmt.overhead(order).max())
+    posts = np.asarray(list(dict.fromkeys(pairs["post_id"])), dtype=object)
+    row = {p: i for i, p in enumerate(posts)}
+    labels = np.zeros((len(posts), 9), np.int64)
+    col = {k: i for i, k in enumerate(criterion_keys())}
+    for pid, crit, label in zip(pairs["post_id"], pairs["criterion"], pairs["label"], strict=True):
+        labels[row[pid], col[crit]] = label
+    ids, index, starts, ends, keep = [], [], [], [], []
+    for i, pid in enumerate(table.post_ids):
+        if pid not in row:
+            continue
+        tok, off = tokens.ids[i], tokens.offsets[i]
+        cuts = range(0, max(len(tok), 1), budget) if unit != "post" else [0]
+        for j, cut in enumerate(cuts):
+            piece = tok[cut : cut + budget]
+            ids.append(piece)
+            index.append(row[pid])
+            keep.append(i)
+            if table.starts[i] < 0 or len(cuts) == 1:
+                starts.append(table.starts[i])
+                ends.append(table.ends[i])
+            else:  # split unit: each window spans from its first token to the next window
+                starts.append(table.starts[i] if j == 0 else off[cut, 0])
+                last = j == len(cuts) - 1
+                ends.append(table.ends[i] if last else off[cut + budget, 0])
+    keep_arr = np.asarray(keep, dtype=np.int64)
+    return UnitData(
+        ids=ids,
+        post_index=np.asarray(index, np.int64),
+        starts=np.asarray(starts, np.int64),
+        ends=np.asarray(ends, np.int64),
+        evidence=table.evidence[keep_arr],
+        hard=table.hard[keep_arr],
+        annotated=table.annotated[keep_arr],
+        posts=posts,
+        post_labels=labels,
+        fmt=fmt,
+        order=order,
+        unit=unit,
     )
-
-
-def encode_pairs(
-    tokenizer,
-    texts: dict[str, str],
-    pairs: pd.DataFrame,
-    max_length: int,
-    order: str = "criterion_first",
-) -> EncodedPairs:
-    """Tokenize and assemble in one go (texts maps post_id -> text)."""
-    needed = dict.fromkeys(pairs["post_id"])
-    tokens = tokenize(tokenizer, {p: texts[p] for p in needed})
-    return assemble(tokens, pairs, max_length, order)
 
 
 def bucketed_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 32
 ) -> list[np.ndarray]:
-    """Shuffled batches of similar-length pairs, so dynamic padding wastes little.
+    """Shuffled batches of similar-length examples, so dynamic padding wastes little.
 
-    Pairs are shuffled, cut into pools of `pool_batches` batches, sorted by length inside
+    Examples are shuffled, cut into pools of `pool_batches` batches, sorted by length inside
     each pool and batched; the batch order is then shuffled again.
     """
     order = rng.permutation(len(lengths))
@@ -154,17 +232,20 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(enc: EncodedPairs, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its own longest pair."""
-    width = max(len(enc.input_ids[i]) for i in idx)
-    input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    for row, i in enumerate(idx):
-        seq = torch.from_numpy(enc.input_ids[i].astype(np.int64))
-        input_ids[row, : len(seq)] = seq
+def pair_lengths(data: UnitData, units: np.ndarray, crits: np.ndarray) -> np.ndarray:
+    return data.lengths[units] + data.fmt.overhead(data.order)[crits]
+
+
+def collate(data: UnitData, units: np.ndarray, crits: np.ndarray) -> dict[str, torch.Tensor]:
+    """Right-pad the (unit, criterion) pairs of a batch to their own longest pair."""
+    seqs = []
+    for u, c in zip(units, crits, strict=True):
+        head, tail = data.fmt.head_tail(int(c), data.order)
+        seqs.append(head + data.ids[u].tolist() + tail)
+    width = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), width), data.fmt.pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "labels": torch.from_numpy(enc.labels[idx]),
-    }
+    return {"input_ids": input_ids, "attention_mask": mask}

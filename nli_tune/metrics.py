@@ -81,3 +81,46 @@ def interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     denom = 2 * tp + fp + fn
     return np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=float), where=denom > 0)
+
+
+def post_metrics(data, scores, calibration) -> dict[str, float]:
+    """(post, criterion) metrics of a UnitData's PostScores under a Calibration: the
+    classification metrics at the calibrated threshold, ROC-AUC within each criterion
+    (does it tell which posts show *this* criterion), and evidence hit@1."""
+    from nli_tune.data import criterion_keys
+
+    labels = data.post_labels
+    probs = calibration.prob(scores.logits)
+    crits = np.tile(np.array(criterion_keys(), dtype=object), len(labels))
+    out = classification_metrics(labels.ravel(), probs.ravel(), crits, calibration.threshold)
+    out["roc_auc_within"] = roc_auc_within(labels, scores.logits)
+    out["evidence_hit_at_1"] = evidence_hit_at_1(data, scores.top_unit)
+    out["threshold"] = float(calibration.threshold)
+    return out
+
+
+def roc_auc_within(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over criteria of the ROC-AUC among posts ([P, 9] arrays): whether a model tells
+    which posts show *this* criterion, not only which posts are symptomatic at all."""
+    within = [
+        roc_auc_score(labels[:, c], scores[:, c])
+        for c in range(labels.shape[1])
+        if len(np.unique(labels[:, c])) == 2
+    ]
+    return float(np.mean(within)) if within else float("nan")
+
+
+def evidence_hit_at_1(data, top_unit: np.ndarray) -> float:
+    """Share of matched (post, criterion) pairs whose top unit overlaps an annotated evidence
+    sentence, over the pairs whose evidence could be located. NaN for whole-post units (the
+    one unit always "overlaps") or when no evidence was located."""
+    if data.unit == "post":
+        return float("nan")
+    located = np.zeros(data.post_labels.shape, bool)
+    np.logical_or.at(located, data.post_index, data.annotated)
+    rows = (data.post_labels == 1) & located
+    if not rows.any():
+        return float("nan")
+    cols = np.broadcast_to(np.arange(data.post_labels.shape[1]), rows.shape)
+    hits = data.annotated[top_unit[rows], cols[rows]]
+    return float(hits.mean())

@@ -1,12 +1,16 @@
 """The pair classifier: bidirectional Gemma-3 backbone + DoRA adapters + pooler + linear head.
 
-DoRA comes from peft (use_dora=True on q/k/v/o); adapters get no dropout (peft would then
+A pair is (unit, criterion); the pooler reduces a pair's tokens to one vector. Besides the
+2-way head, a zero-initialised scorer gives each pair an attention score, used only by the
+attention-MIL aggregate (see aggregate.py). DoRA comes from peft (use_dora=True on the
+`dora_targets` projections); adapters get no dropout (peft would then
 recompute the base matmul, +33% time), so regularising dropout sits before the head.
 Saved as safetensors only: peft's adapter files, the pooler+head tensors, and config.yaml.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,10 +22,16 @@ from torch import nn
 from nli_tune.backbones import load_backbone
 from nli_tune.config import TrainConfig
 
-TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# DoRA targets: attention only, or attention plus the MLP (published results favour the
+# latter even on small data; a probe here did not, at one lr: so it is searchable).
+TARGET_MODULES = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "attention_mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 HEAD_FILE = "head.safetensors"
 ADAPTER_DIR = "adapter"
 CONFIG_FILE = "config.yaml"
+CALIBRATION_FILE = "calibration.json"
 
 
 class Pooler(nn.Module):
@@ -62,22 +72,33 @@ class PairClassifier(nn.Module):
         # Zero head: every pair starts at P(matched) = 0.5, independent of the init seed.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # Attention-MIL scorer: zero init, so attention starts as a softmax over unit logits.
+        self.attend = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.attend.weight)
+        nn.init.zeros_(self.attend.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, 2] (unmatched, matched) per pair."""
+        return self.score(input_ids, attention_mask)[0]
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(class logits [B, 2], attention score [B]) per pair."""
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = self.pooler(states, attention_mask)
-        return self.head(self.dropout(self.norm(pooled.float())))
+        pooled = self.norm(self.pooler(states, attention_mask).float())
+        return self.head(self.dropout(pooled)), self.attend(pooled).squeeze(-1)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         """Pooler, norm and head tensors: everything trainable outside the adapters."""
         out = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         out |= {f"norm.{k}": v for k, v in self.norm.state_dict().items()}
+        out |= {f"attend.{k}": v for k, v in self.attend.state_dict().items()}
         out |= {f"pooler.{k}": v for k, v in self.pooler.state_dict().items()}
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
     def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
         self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
         self.norm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("norm.")})
+        self.attend.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("attend.")})
         pooler = {k[7:]: v for k, v in state.items() if k.startswith("pooler.")}
         if pooler:
             self.pooler.load_state_dict(pooler)
@@ -100,7 +121,7 @@ def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None, tokeniz
             lora_alpha=cfg.alpha,
             lora_dropout=0.0,
             use_dora=True,
-            target_modules=TARGET_MODULES,
+            target_modules=TARGET_MODULES[cfg.dora_targets],
             bias="none",
         )
         backbone = get_peft_model(backbone, lora)
@@ -116,12 +137,14 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return {"trainable_params": trainable, "total_params": total}
 
 
-def save_model(model: PairClassifier, cfg: TrainConfig, out_dir: str | Path) -> None:
+def save_model(model: PairClassifier, cfg: TrainConfig, out_dir: str | Path, calibration=None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
     save_file(model.head_state(), str(out / HEAD_FILE))
     cfg.save(out / CONFIG_FILE)
+    if calibration is not None:  # the post-score decision rule travels with the model
+        (out / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict(), indent=1))
 
 
 def load_model(model_dir: str | Path):

@@ -335,6 +335,8 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
             "cv_macro_f1": m.get(METRIC),
             "cv_macro_f1_std": m.get("cv_macro_f1_std"),
             "cv_roc_auc": m.get("cv_roc_auc"),
+            "cv_roc_auc_within": m.get("cv_roc_auc_within"),
+            "cv_evidence_hit_at_1": m.get("cv_evidence_hit_at_1"),
             "epochs": epochs,
             "status": status,
             "mlflow_run_id": run_ids.get(tid, ""),

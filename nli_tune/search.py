@@ -14,7 +14,10 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from nli_tune.data import load_redsm5
 from nli_tune.errors import UserError, run_cli
@@ -135,6 +138,14 @@ def _experiment_exists(storage: str, name: str) -> bool:
     return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != fs.FileType.NotFound
 
 
+def _same_tokens(a: dict, b: dict) -> bool:
+    return all(
+        len(a[k].ids) == len(b[k].ids)
+        and all(np.array_equal(x, y) for x, y in zip(a[k].ids, b[k].ids, strict=True))
+        for k in a
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -148,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_folds(pairs, space.folds, base.test_fraction, base.seed)
 
     from nli_tune.backbones import load_backbone
-    from nli_tune.encoding import tokenize
+    from nli_tune.encoding import pair_format, tokenize_units
+    from nli_tune.evidence import build_units
 
     print(
         f"search '{space.name}': {space.num_samples} trials x {space.folds} folds, "
@@ -156,28 +168,38 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(plan.test_posts)} held out for the final test)",
         flush=True,
     )
+    # Every unit kind a trial can get is segmented, located and tokenized once, here.
+    kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
+    tables = {}
+    for kind in kinds:
+        table, report = build_units(data, kind, base.window_sentences, base.window_stride)
+        tables[kind] = table
+        print(f"units '{kind}': {len(table)}; {report.line()}", flush=True)
     # The driver loads each model once (one layer): that fills the conversion cache before
-    # workers race for it, fails early on a model that cannot load, and tokenizes every post
+    # workers race for it, fails early on a model that cannot load, and tokenizes every unit
     # exactly once. All trials share these tokens, so searched models must agree on them.
     models = list(dict.fromkeys(space.params.get("model", {}).get("choice") or [base.model]))
-    tokens = None
+    shared_units, fmt = None, None
     for model in models:
         _, tokenizer = load_backbone(model, num_layers=1)
-        these = tokenize(tokenizer, data.texts())
-        if tokens is not None and these != tokens:
+        these = {kind: tokenize_units(tokenizer, t) for kind, t in tables.items()}
+        this_fmt = pair_format(tokenizer)
+        if fmt is not None and (this_fmt != fmt or not _same_tokens(these, shared_units)):
             raise UserError(
                 f"{space.source}: params.model: {model} tokenizes differently from "
                 f"{models[0]}; trials share one tokenization, so search models with one "
                 f"tokenizer (the Gemma-3 checkpoints share theirs) or run a search per model"
             )
-        tokens = these
+        shared_units, fmt = these, this_fmt
     trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
     shortest = int(space.value_range("max_length")[0])
-    if shortest < tokens.min_length():
+    if shortest < fmt.min_length():
         raise UserError(
             f"{space.source}: max_length {shortest} is too short (need >= "
-            f"{tokens.min_length()} for the criteria)"
+            f"{fmt.min_length()} for the criteria)"
         )
+    # Workers get spans, labels and token ids: the unit texts stay in this process.
+    units = {kind: (replace(t, texts=[]), shared_units[kind]) for kind, t in tables.items()}
 
     from nli_tune.ray_search import SearchInterrupted, run_search
 
@@ -185,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         best = run_search(
             space,
             base,
-            {"pairs": trial_pairs, "plan": plan, "tokens": tokens},
+            {"pairs": trial_pairs, "plan": plan, "units": units, "format": fmt},
             run_dir,
             args,
             data.fingerprint,

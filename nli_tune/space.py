@@ -47,7 +47,16 @@ TOP_KEYS = (
 RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
 ASHA_KEYS = ("grace_period", "reduction_factor")
 # Keys the search itself owns: sampling them would break the CV protocol.
-NOT_SEARCHABLE = ("folds", "test_fraction", "data_dir", "seed", "extra")
+# window_sentences / window_stride: the driver segments every post once per search.
+NOT_SEARCHABLE = (
+    "folds",
+    "test_fraction",
+    "data_dir",
+    "seed",
+    "extra",
+    "window_sentences",
+    "window_stride",
+)
 
 
 @dataclass

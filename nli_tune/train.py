@@ -3,9 +3,12 @@
     python -m nli_tune.train                                  # embedded default
     python -m nli_tune.train --config outputs/pooling/best_config.yaml
 
-Writes under --output: metrics.json (test.macro_f1 and baselines), predictions.csv
-(post_id, criterion, label, score; never text), splits.json (post ids) and model/
-(DoRA adapter + pooler/head as safetensors, config.yaml).
+Each post is cut into units (sentences by default), every unit is scored against each
+criterion and the scores aggregate to the post; the post score is calibrated on training
+posts held out from fitting. Writes under --output: metrics.json (test.macro_f1 and
+baselines), predictions.csv (post_id, criterion, label, score, decision and the evidence
+unit's number and character span; never text), splits.json (post ids) and model/ (DoRA
+adapter + pooler/head as safetensors, config.yaml, calibration.json).
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 import torch
 
 from nli_tune.baselines import majority_baseline, tfidf_scores
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.data import load_redsm5
-from nli_tune.encoding import encode_pairs
+from nli_tune.encoding import UnitData, assemble, pair_format, tokenize_units
 from nli_tune.errors import UserError, run_cli
+from nli_tune.evidence import build_units
 from nli_tune.folds import split_test
-from nli_tune.metrics import bootstrap_macro_f1, classification_metrics, interval
+from nli_tune.metrics import bootstrap_macro_f1, classification_metrics, interval, post_metrics
 from nli_tune.model import build_model, parameter_counts, save_model
 from nli_tune.outputs import atomic_dir
-from nli_tune.trainer import FoldTrainer, autocast_dtype
+from nli_tune.trainer import FoldTrainer, PostScores, autocast_dtype
 
 
 def parse_args(argv):
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         f"pooling {cfg.pooling}, DoRA r={cfg.rank})  device {device}",
         flush=True,
     )
+    table, report = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+    print(report.line(), flush=True)
     model, tokenizer = build_model(cfg)
     counts = parameter_counts(model)
     amp = autocast_dtype(cfg.precision, device)
@@ -102,20 +110,31 @@ def main(argv: list[str] | None = None) -> int:
         f"precision {'bf16 autocast' if amp else 'fp32'}",
         flush=True,
     )
+    fmt = pair_format(tokenizer)
+    all_units = assemble(
+        table,
+        tokenize_units(tokenizer, table),
+        fmt,
+        pairs,
+        cfg.max_length,
+        cfg.pair_order,
+        cfg.unit,
+    )
+    train_data, test_data = all_units.subset(train_posts), all_units.subset(test_posts)
+    test_pairs = test_data.pairs_frame()  # the order every test array below follows
     texts = data.texts()
-    train_enc = encode_pairs(tokenizer, texts, train_pairs, cfg.max_length, cfg.pair_order)
-    test_enc = encode_pairs(tokenizer, texts, test_pairs, cfg.max_length, cfg.pair_order)
 
     trainer = FoldTrainer(
-        cfg,
-        model,
-        train_enc,
-        None,
-        tokenizer.pad_token_id,
-        device,
-        log=lambda msg: print(msg, flush=True),
+        cfg, model, train_data, None, device, log=lambda msg: print(msg, flush=True)
     )
     trainer.progress_lines = 4
+    print(
+        f"units: {cfg.unit}; {len(trainer.train)} in {len(trainer.train.posts)} fitted posts "
+        f"({len(trainer.positives)} evidence, {trainer.n_hard} annotated absences), "
+        f"calibration on {len(trainer.calib.posts) if trainer.calib else 0} held-out "
+        f"training posts",
+        flush=True,
+    )
 
     def on_epoch(m: dict) -> None:
         print(
@@ -125,18 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     trainer.fit(on_epoch)
-    scores = trainer.predict(test_enc)
-    test_metrics = classification_metrics(test_enc.labels, scores, test_enc.criteria)
+    calibration = trainer.calibration
+    scored = trainer.score_posts(test_data)
+    test_metrics = post_metrics(test_data, scored, calibration)
+    scores = calibration.prob(scored.logits).ravel()
+    decisions = scores >= calibration.threshold
+    labels = test_data.post_labels.ravel()
     tfidf = tfidf_scores(texts, train_pairs, test_pairs, cfg.seed)
     baselines = {
         "majority": majority_baseline(train_pairs, test_pairs),
-        "tfidf_logreg": classification_metrics(test_enc.labels, tfidf, test_enc.criteria),
+        "tfidf_logreg": classification_metrics(labels, tfidf, test_pairs["criterion"].to_numpy()),
     }
     # The test split is small (a few hundred pairs): give its uncertainty, by post.
     boot = bootstrap_macro_f1(
-        test_enc.labels,
-        {"model": scores >= 0.5, "tfidf": tfidf >= 0.5},
-        test_enc.post_ids,
+        labels,
+        {"model": decisions, "tfidf": tfidf >= 0.5},
+        test_pairs["post_id"].to_numpy(),
         seed=cfg.seed,
     )
     test_metrics["macro_f1_ci95"] = interval(boot["model"])
@@ -150,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "test": test_metrics,
         "baselines": baselines,
         "model_minus_tfidf": versus_tfidf,
+        "calibration": calibration.to_dict() | {"how": calibration.describe()},
+        "evidence_location": asdict(report) | {"located": report.located},
         "train_history": trainer.state.history,
         "data": {
             "source": str(data.source),
@@ -161,32 +186,31 @@ def main(argv: list[str] | None = None) -> int:
             "test_matched": int(test_pairs["label"].sum()),
         },
         "model": counts | {"precision": "bf16" if amp else "fp32", "device": str(device)},
+        "units": {"train": len(trainer.train), "test": len(test_data)},
         "config": cfg.to_dict(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     with atomic_dir(args.output) as out:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        pd.DataFrame(
-            {
-                "post_id": test_enc.post_ids,
-                "criterion": test_enc.criteria,
-                "label": test_enc.labels,
-                "score": scores.round(6),
-            }
-        ).to_csv(out / "predictions.csv", index=False)
+        evidence_table(test_data, scored, scores, decisions).to_csv(
+            out / "predictions.csv", index=False
+        )
         (out / "splits.json").write_text(
             json.dumps(
                 {"seed": cfg.seed, "train": list(train_posts), "test": list(test_posts)}, indent=1
             )
         )
-        save_model(model, cfg, out / "model")
+        save_model(model, cfg, out / "model", calibration)
 
     lo, hi = test_metrics["macro_f1_ci95"]
     print(
         f"\ntest macro-F1 {test_metrics['macro_f1']:.4f}  (95% CI {lo:.3f}-{hi:.3f} over "
         f"{len(test_posts)} test posts; matched F1 {test_metrics['f1_matched']:.3f}, "
-        f"ROC-AUC {test_metrics['roc_auc']:.3f})"
+        f"ROC-AUC {test_metrics['roc_auc']:.3f}, within criteria "
+        f"{test_metrics['roc_auc_within']:.3f}, evidence hit@1 "
+        f"{test_metrics['evidence_hit_at_1']:.3f})"
     )
+    print(f"decision: {calibration.describe()}")
     print(
         f"baselines on the same split: majority-class macro-F1 "
         f"{baselines['majority']['macro_f1']:.4f}, TF-IDF + logistic regression macro-F1 "
@@ -202,6 +226,29 @@ def main(argv: list[str] | None = None) -> int:
         f"in {metrics['seconds']:.0f}s"
     )
     return 0
+
+
+def evidence_table(
+    data: UnitData, scored: PostScores, scores: np.ndarray, decisions: np.ndarray
+) -> pd.DataFrame:
+    """predictions.csv: per (post, criterion) the calibrated score, the decision and the
+    evidence unit shown for it: its number among the post's units and its character span
+    in the post (never its text)."""
+    number = np.zeros(len(data), np.int64)  # a unit's position among its post's units
+    seen: dict[int, int] = {}
+    for u in np.flatnonzero(~data.external):
+        post = int(data.post_index[u])
+        number[u] = seen.get(post, 0)
+        seen[post] = number[u] + 1
+    top = scored.top_unit.ravel()
+    frame = data.pairs_frame()
+    return frame.assign(
+        score=scores.round(6),
+        decision=decisions.astype(int),
+        evidence_unit=number[top],
+        evidence_start=data.starts[top],
+        evidence_end=data.ends[top],
+    )
 
 
 def _warn_fingerprint(search_meta, fingerprint: str) -> None:

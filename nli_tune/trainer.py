@@ -1,8 +1,18 @@
-"""One-fold trainer: trains the pair classifier on one (train, validation) split.
+"""One-fold trainer: trains the unit classifier on one (train, validation) split of posts.
 
-No Ray here: the search's fold workers and `train` both drive this class, and every epoch's
-metrics go to an `on_epoch` callback so the search can report each epoch. A fold that stops
-early keeps reporting its best epoch's metrics, so parallel folds stay in step.
+Training examples are (unit, criterion) pairs labelled by the located evidence (see
+evidence.py): every positive, the annotated explicit absences first among the negatives,
+then random other negatives up to `neg_ratio` per positive, redrawn each epoch. With
+`evidence_weight < 1` a post-level multiple-instance loss joins in: each (post, criterion)
+bag's units are scored without gradient, its MIL_UNITS best are re-run with gradient and
+aggregated (exact for max and topk <= MIL_UNITS; the near-zero tail of lse / attention is
+dropped), and the aggregate is trained on the post label.
+
+A post's score is the aggregate of its units' logits. It is calibrated on training posts
+held out from fitting (`calibration: holdout`): Platt scaling makes it a probability, and
+the decision threshold is the one with the best macro-F1 on those posts; never on the
+validation or test posts. No Ray here: the search's fold workers and `train` both drive
+this class; every epoch's metrics go to `on_epoch`.
 """
 
 from __future__ import annotations
@@ -20,12 +30,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from nli_tune.aggregate import aggregate, top_units
+from nli_tune.calibration import Calibration, fit_calibration
 from nli_tune.config import TrainConfig
-from nli_tune.encoding import EncodedPairs, bucketed_batches, collate, sorted_batches
-from nli_tune.metrics import classification_metrics
+from nli_tune.encoding import UnitData, bucketed_batches, collate, pair_lengths, sorted_batches
+from nli_tune.folds import split_test
+from nli_tune.metrics import post_metrics
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
+MIL_UNITS = 4  # units per bag re-run with gradient for the post-level loss
 
 
 def cpu_has_bf16() -> bool:
@@ -49,6 +63,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @dataclass
+class PostScores:
+    logits: np.ndarray  # float64 [P, 9]: aggregated unit logits
+    top_unit: np.ndarray  # int64 [P, 9]: index (into the UnitData) of the best unit
+
+
+@dataclass
 class FoldState:
     epoch: int = 0  # epochs finished
     best_score: float = -1.0  # best validation macro-F1 so far
@@ -64,21 +84,27 @@ class FoldTrainer:
         self,
         cfg: TrainConfig,
         model: nn.Module,
-        train: EncodedPairs,
-        val: EncodedPairs | None,
-        pad_id: int,
+        train: UnitData,
+        val: UnitData | None,
         device: str | torch.device = "cpu",
         log: Callable[[str], None] | None = None,
     ):
-        if len(train) == 0:
-            raise ValueError("training split has no pairs")
-        self.cfg, self.model, self.train, self.val = cfg, model, train, val
-        self.pad_id, self.device = pad_id, torch.device(device)
+        if len(train.posts) == 0:
+            raise ValueError("training split has no posts")
+        self.cfg, self.model, self.val = cfg, model, val
+        self.device = torch.device(device)
         self.log = log or (lambda msg: None)
         self.progress_lines = 0  # progress lines logged within each epoch (0 = none)
         self.amp = autocast_dtype(cfg.precision, self.device)
         self.model.to(self.device)
         self.rng = np.random.default_rng(cfg.seed)
+        self.train, self.calib = train, None
+        if cfg.calibration == "holdout":
+            fit_posts, calib_posts = split_test(
+                train.pairs_frame(), cfg.calibration_fraction, cfg.seed
+            )
+            self.train, self.calib = train.subset(fit_posts), train.subset(calib_posts)
+        self.calibration = Calibration()
         params = [p for p in model.parameters() if p.requires_grad]
         # No decay on vectors (DoRA magnitudes, biases, the attention query).
         self.optimizer = torch.optim.AdamW(
@@ -88,20 +114,76 @@ class FoldTrainer:
             ],
             lr=cfg.lr,
         )
-        n_batches = math.ceil(self._epoch_size() / cfg.batch_size)
+        t = self.train
+        self.positives = np.argwhere(t.evidence == 1)  # [(unit, criterion)]
+        self.negatives = np.argwhere(t.evidence == 0)
+        hard = t.hard[self.negatives[:, 0], self.negatives[:, 1]]
+        self.negatives = np.concatenate([self.negatives[hard], self.negatives[~hard]])
+        self.n_hard = int(hard.sum())
+        n_batches = self._batches_per_epoch()
         total = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * total), max(total, 1)
         )
-        counts = np.bincount(train.labels, minlength=2).astype(float)
-        if cfg.neg_ratio is not None:  # the loss sees the subsampled class balance
-            counts[0] = min(counts[0], cfg.neg_ratio * counts[1])
+        n_pos, n_neg = len(self.positives), self._n_negatives()
+        counts = np.array([n_neg, n_pos], float)
         weights = counts.sum() / (2 * np.maximum(counts, 1)) if cfg.class_weights else np.ones(2)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=torch.tensor(weights, dtype=torch.float32, device=self.device)
         )
         self.state = FoldState()
         self._best_params: dict[str, torch.Tensor] | None = None
+        self._best_calibration = Calibration()
+
+    # --- what an epoch trains on ---------------------------------------------------------
+    def _n_negatives(self) -> int:
+        n_pos, n_neg = len(self.positives), len(self.negatives)
+        if self.cfg.neg_ratio is None:
+            return n_neg
+        return min(n_neg, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
+
+    def _evidence_examples(self, rng: np.random.Generator) -> np.ndarray:
+        """This epoch's (unit, criterion) examples: every positive, then the annotated hard
+        negatives, then a fresh random draw of the other negatives up to the budget."""
+        if self.cfg.evidence_weight == 0:
+            return np.zeros((0, 2), np.int64)
+        n = self._n_negatives()
+        hard, easy = self.negatives[: self.n_hard], self.negatives[self.n_hard :]
+        if n <= len(hard):
+            neg = hard[rng.choice(len(hard), n, replace=False)]
+        else:
+            neg = np.concatenate([hard, easy[rng.choice(len(easy), n - len(hard), replace=False)]])
+        return np.concatenate([self.positives, neg]).astype(np.int64)
+
+    def _mil_bags(self, rng: np.random.Generator) -> np.ndarray:
+        """This epoch's (post, criterion) bags for the MIL loss: every matched one plus a
+        fresh draw of neg_ratio unmatched ones per matched."""
+        if self.cfg.evidence_weight == 1:
+            return np.zeros((0, 2), np.int64)
+        labels = self.train.post_labels
+        pos, neg = np.argwhere(labels == 1), np.argwhere(labels == 0)
+        n = (
+            len(neg)
+            if self.cfg.neg_ratio is None
+            else min(len(neg), math.ceil(self.cfg.neg_ratio * max(len(pos), 1)))
+        )
+        return np.concatenate([pos, neg[rng.choice(len(neg), n, replace=False)]])
+
+    def _mil_bag_batch(self) -> int:
+        return max(1, self.cfg.batch_size // MIL_UNITS)
+
+    def _batches_per_epoch(self) -> int:
+        n_ev = 0 if self.cfg.evidence_weight == 0 else len(self.positives) + self._n_negatives()
+        n_bags = 0
+        if self.cfg.evidence_weight < 1:
+            labels = self.train.post_labels
+            n_pos = int(labels.sum())
+            n_bags = n_pos + (
+                labels.size - n_pos
+                if self.cfg.neg_ratio is None
+                else min(labels.size - n_pos, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
+            )
+        return math.ceil(n_ev / self.cfg.batch_size) + math.ceil(n_bags / self._mil_bag_batch())
 
     # --- training -------------------------------------------------------------------------
     def _autocast(self):
@@ -109,82 +191,138 @@ class FoldTrainer:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def micro_step(self, idx: np.ndarray, optimizer_step: bool = True) -> tuple[float, int]:
-        """Forward + backward one batch (and step the optimizer); returns (loss, real tokens)."""
-        batch = {k: v.to(self.device) for k, v in collate(self.train, idx, self.pad_id).items()}
+    def _forward(self, data: UnitData, units: np.ndarray, crits: np.ndarray):
+        """(unit logit = matched - unmatched class logit, attention score, real tokens)."""
+        batch = {k: v.to(self.device) for k, v in collate(data, units, crits).items()}
         with self._autocast():
-            logits = self.model(batch["input_ids"], batch["attention_mask"])
-        loss = self.loss_fn(logits.float(), batch["labels"])
-        (loss / self.cfg.grad_accum).backward()
-        if optimizer_step:
+            logits, attention = self.model.score(batch["input_ids"], batch["attention_mask"])
+        logits = logits.float()
+        return logits, attention.float(), int(batch["attention_mask"].sum())
+
+    def evidence_step(self, examples: np.ndarray) -> tuple[float, int]:
+        """Loss (unscaled) and real tokens of one batch of (unit, criterion) examples."""
+        units, crits = examples[:, 0], examples[:, 1]
+        logits, _, tokens = self._forward(self.train, units, crits)
+        labels = torch.from_numpy(self.train.evidence[units, crits].astype(np.int64))
+        loss = self.loss_fn(logits, labels.to(self.device))
+        (loss * self.cfg.evidence_weight / self.cfg.grad_accum).backward()
+        return loss.item(), tokens
+
+    def mil_step(self, bags: np.ndarray) -> tuple[float, int]:
+        """Post-level loss of a batch of (post, criterion) bags, through each bag's best
+        MIL_UNITS units."""
+        data, chosen, bag_of = self.train, [], []
+        scored = ~data.external
+        with torch.no_grad():
+            for b, (post, crit) in enumerate(bags):
+                units = np.flatnonzero((data.post_index == post) & scored)
+                if len(units) > MIL_UNITS:
+                    logit, _, _ = self._forward(data, units, np.full(len(units), crit))
+                    best = torch.topk(logit[:, 1] - logit[:, 0], MIL_UNITS).indices.cpu().numpy()
+                    units = units[np.sort(best)]
+                chosen += list(units)
+                bag_of += [b] * len(units)
+        units, crits = np.asarray(chosen), bags[np.asarray(bag_of), 1]
+        logits, attention, tokens = self._forward(data, units, crits)
+        bag_logit = aggregate(
+            self.cfg.aggregate,
+            logits[:, 1] - logits[:, 0],
+            torch.as_tensor(bag_of, device=self.device),
+            len(bags),
+            attention,
+            self.cfg.topk,
+        )
+        labels = torch.as_tensor(data.post_labels[bags[:, 0], bags[:, 1]], device=self.device)
+        pos = max(int(labels.sum()), 1)
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            bag_logit,
+            labels.float(),
+            pos_weight=torch.tensor((len(bags) - pos) / pos, device=self.device).clamp(min=1.0),
+        )
+        (loss * (1 - self.cfg.evidence_weight) / self.cfg.grad_accum).backward()
+        return loss.item(), tokens
+
+    def step(self, kind: str, batch: np.ndarray, update: bool = True) -> tuple[float, int]:
+        """Forward + backward one batch ("evidence" examples or "mil" bags) and, if
+        `update`, step the optimizer; returns (loss, real tokens)."""
+        loss, tokens = (self.evidence_step if kind == "evidence" else self.mil_step)(batch)
+        if update:
             torch.nn.utils.clip_grad_norm_(self._trainable(), 1.0)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return loss.item(), int(batch["attention_mask"].sum())
-
-    def _epoch_size(self) -> int:
-        """Training pairs per epoch: all, or every matched pair plus neg_ratio per matched."""
-        n_pos = int(self.train.labels.sum())
-        if self.cfg.neg_ratio is None:
-            return len(self.train)
-        n_neg = len(self.train) - n_pos
-        return n_pos + min(n_neg, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
-
-    def _epoch_pairs(self, rng: np.random.Generator) -> np.ndarray:
-        """Indices of this epoch's training pairs; with neg_ratio set, the unmatched ones are
-        a fresh random draw each epoch."""
-        if self.cfg.neg_ratio is None:
-            return np.arange(len(self.train))
-        pos = np.flatnonzero(self.train.labels == 1)
-        neg = np.flatnonzero(self.train.labels == 0)
-        draw = rng.choice(neg, self._epoch_size() - len(pos), replace=False)
-        return np.sort(np.concatenate([pos, draw]))
+        return loss, tokens
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         start, tokens, total_loss = time.perf_counter(), 0, 0.0
-        chosen = self._epoch_pairs(self.rng)
-        batches = [
-            chosen[b]
-            for b in bucketed_batches(self.train.lengths[chosen], self.cfg.batch_size, self.rng)
+        examples = self._evidence_examples(self.rng)
+        lengths = pair_lengths(self.train, examples[:, 0], examples[:, 1])
+        steps = [
+            ("evidence", examples[b])
+            for b in bucketed_batches(lengths, self.cfg.batch_size, self.rng)
         ]
+        bags = self._mil_bags(self.rng)
+        size = self._mil_bag_batch()
+        order = self.rng.permutation(len(bags))
+        steps += [("mil", bags[order[i : i + size]]) for i in range(0, len(bags), size)]
+        steps = [steps[i] for i in self.rng.permutation(len(steps))]
         self.optimizer.zero_grad(set_to_none=True)
-        for i, idx in enumerate(batches):
-            last = i + 1 == len(batches)
-            loss, n_tokens = self.micro_step(idx, (i + 1) % self.cfg.grad_accum == 0 or last)
+        for i, (kind, batch) in enumerate(steps):
+            last = i + 1 == len(steps)
+            loss, n_tokens = self.step(kind, batch, (i + 1) % self.cfg.grad_accum == 0 or last)
             total_loss += loss
             tokens += n_tokens
-            every = max(1, len(batches) // self.progress_lines) if self.progress_lines else 0
+            every = max(1, len(steps) // self.progress_lines) if self.progress_lines else 0
             if every and (i + 1) % every == 0 and not last:
                 rate = tokens / (time.perf_counter() - start)
                 self.log(
-                    f"    epoch {self.state.epoch}: batch {i + 1}/{len(batches)}  "
+                    f"    epoch {self.state.epoch}: batch {i + 1}/{len(steps)}  "
                     f"loss {total_loss / (i + 1):.4f}  {rate:.0f} tok/s"
                 )
         seconds = time.perf_counter() - start
         return {
-            "train_loss": total_loss / len(batches),
+            "train_loss": total_loss / max(len(steps), 1),
             "tokens_per_s": tokens / seconds,
             "epoch_seconds": seconds,
         }
 
+    # --- scoring ----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, enc: EncodedPairs) -> np.ndarray:
-        """P(matched) for every pair of `enc`, in its order."""
+    def score_posts(self, data: UnitData) -> PostScores:
+        """Aggregated logit and best unit of every (post, criterion) of `data`: all its
+        scored units x 9 criteria, in length-sorted batches."""
         self.model.eval()
-        scores = np.zeros(len(enc), dtype=np.float64)
-        for idx in sorted_batches(enc.lengths, self.cfg.eval_batch_size):
-            batch = collate(enc, idx, self.pad_id)
-            with self._autocast():
-                logits = self.model(
-                    batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-                )
-            scores[idx] = logits.float().softmax(-1)[:, 1].cpu().numpy()
-        return scores
+        units = np.flatnonzero(~data.external)
+        pair_units, pair_crits = np.repeat(units, 9), np.tile(np.arange(9), len(units))
+        logit = torch.zeros(len(pair_units))
+        attention = torch.zeros(len(pair_units))
+        lengths = pair_lengths(data, pair_units, pair_crits)
+        for idx in sorted_batches(lengths, self.cfg.eval_batch_size):
+            out, att, _ = self._forward(data, pair_units[idx], pair_crits[idx])
+            logit[idx] = (out[:, 1] - out[:, 0]).cpu()
+            attention[idx] = att.cpu()
+        bags = torch.from_numpy(data.post_index[pair_units] * 9 + pair_crits)
+        n_bags = len(data.posts) * 9
+        post_logit = aggregate(self.cfg.aggregate, logit, bags, n_bags, attention, self.cfg.topk)
+        top = top_units(logit, bags, n_bags).numpy()
+        return PostScores(
+            logits=post_logit.double().numpy().reshape(-1, 9),
+            top_unit=pair_units[np.minimum(top, len(pair_units) - 1)].reshape(-1, 9),
+        )
 
-    def evaluate(self, enc: EncodedPairs) -> dict[str, float]:
-        return classification_metrics(enc.labels, self.predict(enc), enc.criteria)
+    def calibrate(self) -> Calibration:
+        """Fit the post-score calibration on the held-out training posts (if any)."""
+        if self.calib is not None:
+            scores = self.score_posts(self.calib)
+            self.calibration = fit_calibration(
+                scores.logits.reshape(-1), self.calib.post_labels.reshape(-1)
+            )
+        return self.calibration
+
+    def evaluate(self, data: UnitData) -> dict[str, float]:
+        scores = self.score_posts(data)
+        return post_metrics(data, scores, self.calibration)
 
     def fit(self, on_epoch: Callable[[dict], None] | None = None) -> FoldState:
         """Train to cfg.epochs (from the current state: a restored checkpoint resumes)."""
@@ -194,6 +332,9 @@ class FoldTrainer:
                 on_epoch(metrics)
         if self.val is not None and self._best_params is not None:
             self._load_trainable(self._best_params)  # leave the model at its best epoch
+            self.calibration = self._best_calibration
+        elif self.val is None:
+            self.calibrate()
         return self.state
 
     def step_epoch(self) -> dict:
@@ -204,12 +345,14 @@ class FoldTrainer:
             return {**s.best_metrics, "epoch": s.epoch, "stopped_early": True}
         metrics: dict = {"epoch": s.epoch, **self.train_epoch()}
         if self.val is not None:
+            self.calibrate()
             val = self.evaluate(self.val)
             metrics |= {f"val_{k}": v for k, v in val.items()}
             improved = val["macro_f1"] > s.best_score
             if improved:
                 s.best_score, s.best_epoch, s.bad_epochs = val["macro_f1"], s.epoch, 0
                 self._best_params = self._trainable_state()
+                self._best_calibration = self.calibration
             else:
                 s.bad_epochs += 1
             metrics |= {"best_val_macro_f1": s.best_score, "best_epoch": s.best_epoch}
@@ -264,6 +407,8 @@ class FoldTrainer:
             "scheduler": self.scheduler.state_dict(),
             "param_groups": opt["param_groups"],
             "rng": self.rng.bit_generator.state,
+            "calibration": self.calibration.to_dict(),
+            "best_calibration": self._best_calibration.to_dict(),
         }
         (out / STATE_JSON).write_text(json.dumps(meta, default=_jsonable))
 
@@ -283,6 +428,8 @@ class FoldTrainer:
         self.scheduler.load_state_dict(meta["scheduler"])
         self.rng.bit_generator.state = meta["rng"]
         self.state = FoldState(**meta["fold_state"])
+        self.calibration = Calibration(**meta["calibration"])
+        self._best_calibration = Calibration(**meta["best_calibration"])
 
 
 def _jsonable(value):

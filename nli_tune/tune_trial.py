@@ -26,6 +26,9 @@ FOLD_METRICS = (
     "val_macro_f1",
     "val_f1_matched",
     "val_roc_auc",
+    "val_roc_auc_within",
+    "val_evidence_hit_at_1",
+    "val_threshold",
     "val_pr_auc",
     "train_loss",
     "best_val_macro_f1",
@@ -84,6 +87,8 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
         # Threshold-free companion: early on, macro-F1 at 0.5 mostly says which class a
         # fold predicts for everything; ROC-AUC says whether it ranks pairs at all.
         "cv_roc_auc": _nanmean([m["val_roc_auc"] for m in by_fold]),
+        "cv_roc_auc_within": _nanmean([m["val_roc_auc_within"] for m in by_fold]),
+        "cv_evidence_hit_at_1": _nanmean([m["val_evidence_hit_at_1"] for m in by_fold]),
         "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
     }
     for m in by_fold:
@@ -169,13 +174,13 @@ def fold_worker(loop_config: dict) -> None:
     shared = ray.get(loop_config["data"]["ref"])
     cfg = TrainConfig.from_dict(loop_config["train_config"])
     model, _ = build_model(cfg, tokenizer=False)  # the driver tokenized everything
-    tokens = shared["tokens"]
-    enc = assemble(tokens, shared["pairs"], cfg.max_length, cfg.pair_order)
+    table, tokens = shared["units"][cfg.unit]
+    data = assemble(
+        table, tokens, shared["format"], shared["pairs"], cfg.max_length, cfg.pair_order, cfg.unit
+    )
     train_posts, val_posts = shared["plan"].fold(k)
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")
-    trainer = FoldTrainer(
-        cfg, model, enc.subset(train_posts), enc.subset(val_posts), tokens.pad, device
-    )
+    trainer = FoldTrainer(cfg, model, data.subset(train_posts), data.subset(val_posts), device)
     gate = loop_config["gate"]
 
     def report(metrics: dict, save: bool) -> None:

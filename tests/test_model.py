@@ -1,15 +1,16 @@
 """Encoding, poolers, DoRA wiring and save/load on the tiny-random preset (mechanics only)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from nli_tune.config import TrainConfig
 from nli_tune.data import criteria
-from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate, encode_pairs
+from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate
 from nli_tune.errors import UserError
+from nli_tune.evidence import post_spans
 from nli_tune.model import Pooler, build_model, load_model, parameter_counts, save_model
+from tests.helpers import redsm5, unit_data
 
 TINY = dict(model="tiny-random", num_layers=None, max_length=96, seed=1)
 
@@ -20,66 +21,94 @@ def tiny():
     return cfg, *build_model(cfg)
 
 
-def test_truncates_only_the_post(tiny):
+def _pairs(tok, posts, rows=(), **cfg):
+    """(UnitData, its pairs as token lists) for every unit x the criteria in `rows`."""
+    c = TrainConfig(**(TINY | cfg))
+    data = unit_data(tok, redsm5(posts, list(rows)), c)
+    return data, c
+
+
+def _seq(data, u, c):
+    batch = collate(data, np.array([u]), np.array([c]))
+    return batch["input_ids"][0].tolist()
+
+
+def _criterion(tok, key):
+    desc = next(c.description for c in criteria() if c.key == key)
+    return tok.encode(desc, add_special_tokens=False)
+
+
+FATIGUE = [c.key for c in criteria()].index("FATIGUE")
+
+
+def test_whole_post_unit_truncates_only_the_post(tiny):
     _, _, tok = tiny
     long_post = "I walked the dog and then I went to work again. " * 40
-    pairs = pd.DataFrame(
-        {"post_id": ["a", "a"], "criterion": ["FATIGUE", "SLEEP_ISSUES"], "label": [1, 0]}
-    )
-    enc = encode_pairs(tok, {"a": long_post}, pairs, max_length=96)
-    for ids, key in zip(enc.input_ids, enc.criteria, strict=True):
-        assert len(ids) == 96
-        desc = next(c.description for c in criteria() if c.key == key)
-        head = (
-            [tok.bos_token_id]
-            + tok.encode(desc, add_special_tokens=False)
-            + tok.encode(SEPARATOR, add_special_tokens=False)
-        )
-        assert list(ids[: len(head)]) == head  # the whole criterion survives
-        assert ids[-1] == tok.eos_token_id
-        post = tok.encode(long_post, add_special_tokens=False)
-        assert list(ids[len(head) : -1]) == post[: 96 - len(head) - 1]  # the post's start
-    short = encode_pairs(tok, {"a": "I am tired."}, pairs, max_length=96)
-    assert len(short.input_ids[0]) < 64
+    data, _ = _pairs(tok, {"a": long_post}, unit="post")
+    assert len(data) == 1 and (data.starts[0], data.ends[0]) == (0, len(long_post.rstrip()))
+    ids = _seq(data, 0, FATIGUE)
+    head = [tok.bos_token_id] + _criterion(tok, "FATIGUE")
+    head += tok.encode(SEPARATOR, add_special_tokens=False)
+    assert list(ids[: len(head)]) == head  # the whole criterion survives
+    assert ids[-1] == tok.eos_token_id
+    post = tok.encode(long_post.rstrip(), add_special_tokens=False)
+    budget = 96 - int(data.fmt.overhead("criterion_first").max())
+    assert ids[len(head) : -1] == post[:budget]  # the post's start, cut to the budget
     with pytest.raises(UserError, match="max_length 20: too short"):
-        encode_pairs(tok, {"a": long_post}, pairs, max_length=20)
+        _pairs(tok, {"a": long_post}, unit="post", max_length=20)
+
+
+def test_long_sentence_is_split_into_token_windows_and_loses_nothing(tiny):
+    _, _, tok = tiny
+    text = "Short one. " + " ".join(f"word{i}" for i in range(300)) + " end. Bye now."
+    data, _ = _pairs(tok, {"a": text}, unit="sentence")
+    budget = 96 - int(data.fmt.overhead("criterion_first").max())
+    assert all(len(ids) <= budget for ids in data.ids)
+    assert len(data) > 4  # the 300-word sentence became several windows
+    # The spans are in order, do not overlap and leave out only whitespace.
+    spans = list(zip(data.starts.tolist(), data.ends.tolist(), strict=True))
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(
+        e <= s2 and not text[e:s2].strip()
+        for (_, e), (s2, _) in zip(spans, spans[1:], strict=False)
+    )
+    hits = np.zeros(len(text), int)
+    for s, e in spans:
+        hits[s:e] += 1
+    assert all(hits[i] == 1 for i, ch in enumerate(text) if not ch.isspace())
+    # Every token of every sentence is in exactly one window, in order.
+    whole = [t for ids in data.ids for t in ids.tolist()]
+    expected = []
+    for s, e in post_spans(text, "sentence"):
+        expected += tok.encode(text[s:e], add_special_tokens=False)
+    assert whole == expected
 
 
 def test_post_first_keeps_the_whole_criterion_at_the_end(tiny):
     _, _, tok = tiny
     long_post = "I walked the dog and then I went to work again. " * 40
-    pairs = pd.DataFrame(
-        {"post_id": ["a", "a"], "criterion": ["FATIGUE", "SLEEP_ISSUES"], "label": [1, 0]}
-    )
-    enc = encode_pairs(tok, {"a": long_post}, pairs, max_length=96, order="post_first")
-    post = tok.encode(long_post, add_special_tokens=False)
-    for ids, key in zip(enc.input_ids, enc.criteria, strict=True):
-        desc = next(c.description for c in criteria() if c.key == key)
-        tail = (
-            tok.encode(POST_FIRST_SEPARATOR, add_special_tokens=False)
-            + tok.encode(desc, add_special_tokens=False)
-            + [tok.eos_token_id]
-        )
-        assert len(ids) == 96 and ids[0] == tok.bos_token_id
-        assert list(ids[-len(tail) :]) == tail  # the whole criterion survives, last
-        assert list(ids[1 : -len(tail)]) == post[: 96 - 1 - len(tail)]  # the post's start
+    data, _ = _pairs(tok, {"a": long_post}, unit="post", pair_order="post_first")
+    ids = _seq(data, 0, FATIGUE)
+    tail = tok.encode(POST_FIRST_SEPARATOR, add_special_tokens=False)
+    tail += _criterion(tok, "FATIGUE") + [tok.eos_token_id]
+    assert len(ids) <= 96 and ids[0] == tok.bos_token_id
+    assert list(ids[-len(tail) :]) == tail  # the whole criterion survives, last
     # Same pair, other order: same tokens but for the separator, rearranged.
-    other = encode_pairs(tok, {"a": "I am tired."}, pairs, max_length=96)
-    first = encode_pairs(tok, {"a": "I am tired."}, pairs, max_length=96, order="post_first")
+    short = {"a": "I am tired."}
+    other = _seq(_pairs(tok, short)[0], 0, FATIGUE)
+    first = _seq(_pairs(tok, short, pair_order="post_first")[0], 0, FATIGUE)
     sep_a = len(tok.encode(SEPARATOR, add_special_tokens=False))
     sep_b = len(tok.encode(POST_FIRST_SEPARATOR, add_special_tokens=False))
-    assert len(first.input_ids[0]) - len(other.input_ids[0]) == sep_b - sep_a
+    assert len(first) - len(other) == sep_b - sep_a
+    assert sorted(first) != sorted(other) or sep_a == sep_b
 
 
 def test_collate_pads_on_the_right(tiny):
     _, _, tok = tiny
-    pairs = pd.DataFrame(
-        {"post_id": ["a", "b"], "criterion": ["FATIGUE", "FATIGUE"], "label": [1, 0]}
-    )
-    enc = encode_pairs(tok, {"a": "tired", "b": "so very tired all day every day"}, pairs, 96)
-    batch = collate(enc, np.array([0, 1]), tok.pad_token_id)
+    data, _ = _pairs(tok, {"a": "tired", "b": "so very tired all day every day"})
+    batch = collate(data, np.array([0, 1]), np.array([FATIGUE, FATIGUE]))
     mask = batch["attention_mask"]
-    n0 = len(enc.input_ids[0])
+    n0 = len(_seq(data, 0, FATIGUE))
     assert mask[0, :n0].all() and not mask[0, n0:].any()
     assert (batch["input_ids"][0, n0:] == tok.pad_token_id).all()
     assert batch["input_ids"][0, 0] == tok.bos_token_id
@@ -111,7 +140,8 @@ def test_dora_on_qkvo_and_trainable_counts(tiny):
         assert any(proj in n for n in mags)
     assert not any("mlp" in n for n in names if "lora_" in n)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all("lora_" in n or n.startswith(("head.", "pooler.", "norm.")) for n in trainable)
+    heads = ("head.", "pooler.", "norm.", "attend.")
+    assert all("lora_" in n or n.startswith(heads) for n in trainable)
     counts = parameter_counts(model)
     assert 0 < counts["trainable_params"] < counts["total_params"]
     assert "head.weight" in trainable and "pooler.query" in trainable
@@ -135,3 +165,11 @@ def test_save_load_roundtrip_safetensors_only(tiny, tmp_path):
     loaded.eval()
     with torch.no_grad():
         assert torch.allclose(model(ids, mask), loaded(ids, mask), atol=1e-5)
+
+
+def test_dora_targets_attention_mlp_adds_the_mlp_projections():
+    cfg = TrainConfig(**TINY, rank=4, dora_targets="attention_mlp")
+    model, _ = build_model(cfg, tokenizer=False)
+    mags = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
+    for proj in ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert any(proj in n for n in mags), proj

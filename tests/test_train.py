@@ -13,6 +13,7 @@ import yaml
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.data import load_redsm5
+from nli_tune.evidence import post_spans
 from nli_tune.folds import split_test
 
 
@@ -75,11 +76,28 @@ def test_outputs_and_numbers(trained):
     data = load_redsm5(SAMPLE_DIR)
     _, test_posts = split_test(data.pairs(), 0.15, 3)
     preds = pd.read_csv(out / "predictions.csv")
-    assert list(preds.columns) == ["post_id", "criterion", "label", "score"]
+    assert list(preds.columns) == [
+        "post_id", "criterion", "label", "score", "decision",
+        "evidence_unit", "evidence_start", "evidence_end",
+    ]  # fmt: skip
     assert len(preds) == 9 * len(test_posts) == metrics["data"]["test_pairs"]
     assert set(preds["post_id"]) == set(test_posts)
     assert preds["label"].sum() == metrics["data"]["test_matched"]
     assert preds["score"].between(0, 1).all()
+    threshold = metrics["calibration"]["threshold"]
+    assert (preds["decision"] == (preds["score"] >= threshold)).all()
+    assert metrics["calibration"]["method"] == "platt" and metrics["calibration"]["posts"] > 0
+    # The evidence shown is a sentence of the post (or, past max_length, a token window of
+    # one): its span points into the text, inside one sentence, starting one at its start.
+    texts = data.texts()
+    for row in preds.itertuples():
+        text = texts[row.post_id]
+        assert 0 <= row.evidence_start < row.evidence_end <= len(text)
+        spans = post_spans(text, "sentence")
+        assert any(s <= row.evidence_start < row.evidence_end <= e for s, e in spans)
+        assert row.evidence_unit >= sum(e <= row.evidence_start for _, e in spans)
+    # Every test post's 9 rows share its units; hit@1 is a share.
+    assert 0 <= metrics["test"]["evidence_hit_at_1"] <= 1
     # the majority class is "unmatched": its macro-F1 is half the unmatched-class F1 (< 0.5)
     assert metrics["baselines"]["majority"]["macro_f1"] < 0.5
     model_files = {p.name for p in (out / "model").rglob("*") if p.is_file()}

@@ -1,41 +1,44 @@
 """The one-fold trainer on tiny-random: epochs reported, early stop, exact resume."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from nli_tune.config import TrainConfig
-from nli_tune.encoding import encode_pairs
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer
+from tests.helpers import redsm5, unit_data
 
 # Tiny-random mechanics settings shared by every test here (fp32: exact comparisons).
 TINY = dict(model="tiny-random", num_layers=None, max_length=96, batch_size=4, precision="fp32")
 
 
 def _toy(n_posts: int, seed: int):
-    """Posts that mention sleep (matched SLEEP_ISSUES) or not; 9 criteria each."""
+    """Posts that say they cannot sleep (matched SLEEP_ISSUES, the sentence annotated) or
+    not; a third of the rest deny it (an annotated status-0 sentence)."""
     rng = np.random.default_rng(seed)
-    texts, rows = {}, []
+    posts, rows = {}, []
     for i in range(n_posts):
-        sleepless = i % 3 == 0
-        texts[f"p{i}"] = ("I cannot sleep at night. " if sleepless else "My dog is great. ") + (
-            "Work was fine today. " * int(rng.integers(1, 4))
-        )
-        rows += [(f"p{i}", "SLEEP_ISSUES", int(sleepless)), (f"p{i}", "FATIGUE", 0)]
-    return texts, pd.DataFrame(rows, columns=["post_id", "criterion", "label"])
+        first = "My dog is great."
+        if i % 3 == 0:
+            first = "I cannot sleep at night."
+            rows.append((f"p{i}", first, "SLEEP_ISSUES", 1))
+        elif i % 3 == 1:
+            first = "I sleep fine these days."
+            rows.append((f"p{i}", first, "SLEEP_ISSUES", 0))
+        posts[f"p{i}"] = first + " Work was fine today." * int(rng.integers(1, 4))
+    return redsm5(posts, rows)
 
 
-def _trainer(cfg, texts, pairs):
+def _trainer(cfg, data):
     model, tok = build_model(cfg)
-    enc = encode_pairs(tok, texts, pairs, cfg.max_length)
-    posts = list(dict.fromkeys(pairs["post_id"]))
-    return FoldTrainer(cfg, model, enc.subset(posts[:12]), enc.subset(posts[12:]), tok.pad_token_id)
+    units = unit_data(tok, data, cfg)
+    posts = list(data.posts["post_id"])
+    return FoldTrainer(cfg, model, units.subset(posts[:12]), units.subset(posts[12:]))
 
 
 def test_reports_every_epoch_and_keeps_best_after_early_stop():
-    texts, pairs = _toy(18, 0)
+    data = _toy(18, 0)
     cfg = TrainConfig(
         **TINY,
         epochs=5,
@@ -43,7 +46,7 @@ def test_reports_every_epoch_and_keeps_best_after_early_stop():
         lr=1e-9,
         seed=3,
     )
-    trainer = _trainer(cfg, texts, pairs)
+    trainer = _trainer(cfg, data)
     seen = []
     state = trainer.fit(seen.append)
     assert [m["epoch"] for m in seen] == [1, 2, 3, 4, 5]
@@ -56,13 +59,15 @@ def test_reports_every_epoch_and_keeps_best_after_early_stop():
         "val_roc_auc",
         "val_pr_auc",
         "val_f1_SLEEP_ISSUES",
+        "val_roc_auc_within",
+        "val_evidence_hit_at_1",
         "train_loss",
         "tokens_per_s",
     } <= set(seen[0])
 
 
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):
-    texts, pairs = _toy(18, 1)
+    data = _toy(18, 1)
     cfg = TrainConfig(
         **TINY,
         epochs=3,
@@ -72,14 +77,14 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
         head_dropout=0.0,
     )
     torch.set_num_threads(1)
-    full = _trainer(cfg, texts, pairs)
+    full = _trainer(cfg, data)
     full_metrics = []
     full.fit(full_metrics.append)
 
-    first = _trainer(cfg, texts, pairs)
+    first = _trainer(cfg, data)
     first.step_epoch()
     first.save_checkpoint(tmp_path / "ckpt")
-    resumed = _trainer(cfg, texts, pairs)
+    resumed = _trainer(cfg, data)
     resumed.load_checkpoint(tmp_path / "ckpt")
     assert resumed.state.epoch == 1
     # A resumed search worker re-reports the restored epoch from this history: every
@@ -100,23 +105,27 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
 
 
 def test_neg_ratio_draws_all_matched_and_fresh_unmatched_pairs():
-    texts, pairs = _toy(30, 2)
+    data = _toy(30, 2)
     cfg = TrainConfig(
         **TINY,
         epochs=1,
         neg_ratio=1.5,
         seed=3,
     )
-    trainer = _trainer(cfg, texts, pairs)
-    labels = trainer.train.labels
-    first = trainer._epoch_pairs(trainer.rng)
-    second = trainer._epoch_pairs(trainer.rng)
-    n_pos = int(labels.sum())
+    trainer = _trainer(cfg, data)
+    t = trainer.train
+    first = trainer._evidence_examples(trainer.rng)
+    second = trainer._evidence_examples(trainer.rng)
+    n_pos = int((t.evidence == 1).sum())
+    n_hard = int(t.hard.sum())
+    assert n_pos > 0 and n_hard > 0
     for chosen in (first, second):
-        assert labels[chosen].sum() == n_pos  # every matched pair, every epoch
-        assert (labels[chosen] == 0).sum() == int(np.ceil(1.5 * n_pos))
-        assert len(set(chosen)) == len(chosen)
-    assert set(first) != set(second)  # negatives are re-drawn each epoch
+        labels = t.evidence[chosen[:, 0], chosen[:, 1]]
+        assert (labels == 1).sum() == n_pos  # every evidence unit, every epoch
+        assert (labels == 0).sum() == int(np.ceil(1.5 * n_pos))
+        assert t.hard[chosen[:, 0], chosen[:, 1]].sum() == min(n_hard, int(np.ceil(1.5 * n_pos)))
+        assert len({tuple(x) for x in chosen}) == len(chosen)
+    assert {tuple(x) for x in first} != {tuple(x) for x in second}  # redrawn each epoch
     # the loss weights see the subsampled balance (1.5 : 1), not the full one
     w = trainer.loss_fn.weight
-    assert w[1] / w[0] == pytest.approx(1.5)
+    assert w[1] / w[0] == pytest.approx(np.ceil(1.5 * n_pos) / n_pos)

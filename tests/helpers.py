@@ -1,0 +1,35 @@
+"""Small in-memory ReDSM5 sets and unit data for mechanics tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from nli_tune.data import ANNOTATION_COLUMNS, ReDSM5
+from nli_tune.encoding import UnitData, assemble, pair_format, tokenize_units
+from nli_tune.evidence import build_units
+
+
+def redsm5(posts: dict[str, str], rows: list[tuple[str, str, str, int]] = ()) -> ReDSM5:
+    """posts: post_id -> text; rows: (post_id, sentence_text, symptom, status)."""
+    ann = pd.DataFrame(
+        [(p, f"{p}_{i}", s, c, st, "why") for i, (p, s, c, st) in enumerate(rows)],
+        columns=list(ANNOTATION_COLUMNS),
+    )
+    ann["status"] = ann["status"].astype(int)
+    frame = pd.DataFrame({"post_id": list(posts), "text": list(posts.values())})
+    return ReDSM5(posts=frame, annotations=ann, source=Path("."), fingerprint="0" * 64)
+
+
+def unit_data(tok, data: ReDSM5, cfg) -> UnitData:
+    table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+    return assemble(
+        table,
+        tokenize_units(tok, table),
+        pair_format(tok),
+        data.pairs(),
+        cfg.max_length,
+        cfg.pair_order,
+        cfg.unit,
+    )
