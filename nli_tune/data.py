@@ -196,6 +196,8 @@ def _print_stats(s: dict, source: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nli_tune.synth_templates import TEMPLATE_SETS  # loads the template JSON: only here
+
     parser = argparse.ArgumentParser(
         prog="python -m nli_tune.data", description="Validate ReDSM5 data or make a synthetic set."
     )
@@ -217,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=295,
         help="mean words per post (default 295, the real ReDSM5 scale)",
+    )
+    synth.add_argument(
+        "--templates",
+        choices=TEMPLATE_SETS,
+        default="seen",
+        help="sentence templates for labelled sentences (default seen: those the bundled "
+        "sample uses). heldout: labelled sentences only from templates the bundled sample "
+        "never uses, to test generalisation to unseen wording; all: both",
     )
     synth.add_argument("--overwrite", action="store_true", help="replace existing CSVs")
     args = parser.parse_args(argv)
@@ -247,11 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--mean-words {args.mean_words}: must be >= 10")
     try:
         paths = synth_mod.write(
-            args.out, args.posts, args.seed, args.mean_words, overwrite=args.overwrite
+            args.out,
+            args.posts,
+            args.seed,
+            args.mean_words,
+            overwrite=args.overwrite,
+            templates=args.templates,
         )
     except FileExistsError as err:
         raise UserError(f"{err} (pass --overwrite to replace it)") from None
-    print(f"wrote {args.posts} synthetic posts: {paths[0]}, {paths[1]}")
+    print(
+        f"wrote {args.posts} synthetic posts ({args.templates} templates): {paths[0]}, {paths[1]}"
+    )
     return 0
 
 

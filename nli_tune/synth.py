@@ -232,7 +232,7 @@ def _explain_special(desc: str, rng: random.Random) -> str:
 
 
 def _annotated(
-    labels: list[str], rng: random.Random, persona: dict[str, str]
+    labels: list[str], rng: random.Random, persona: dict[str, str], part: tpl.Part
 ) -> list[tuple[str, list[tuple]]]:
     """The post's annotated sentences: (raw text, [(symptom, status, explanation)])."""
     out: dict[str, list[tuple]] = {}  # text -> rows; keyed so no sentence repeats in a post
@@ -246,17 +246,18 @@ def _annotated(
 
     present = set(labels)
     combined: set[str] = set()
-    for a, b in tpl.COMBO:
+    for a, b in part.combo:
         if a in present and b in present and not {a, b} & combined and rng.random() < COMBO_RATE:
             combined |= {a, b}
-            add(rng.choice(tpl.COMBO[a, b]), [(s, 1, _explain_pos(s, rng)) for s in (a, b)])
+            add(rng.choice(part.combo[a, b]), [(s, 1, _explain_pos(s, rng)) for s in (a, b)])
     for label in labels:
         if label == SPECIAL_CASE:
             desc, template = rng.choice(tpl.SPECIAL)
             add(template, [(label, 1, _explain_special(desc, rng))])
             continue
         n = (label not in combined) + sum(rng.random() < p for p in EXTRA_POS)
-        for template in rng.sample(tpl.POS[label], n):
+        # A held-out list can be shorter than the up to 3 sentences asked for.
+        for template in rng.sample(part.pos[label], min(n, len(part.pos[label]))):
             add(template, [(label, 1, _explain_pos(label, rng))])
     if rng.random() < NEG_POST_RATE:
         n_neg = 1
@@ -264,7 +265,7 @@ def _annotated(
             n_neg += 1
         for _ in range(n_neg):
             symptom = _neg_topic(present, rng)
-            kind, template = rng.choice(tpl.NEG[symptom])
+            kind, template = rng.choice(part.neg[symptom])
             add(template, [(symptom, 0, _explain_neg(symptom, kind, rng))])
     return list(out.items())
 
@@ -358,11 +359,16 @@ def _post_ids(n_posts: int, rng: random.Random) -> list[str]:
     return ids
 
 
-def generate(n_posts: int, seed: int, mean_words: int = 295) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate(
+    n_posts: int, seed: int, mean_words: int = 295, templates: str = "seen"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (posts, annotations) DataFrames in the ReDSM5 column layout.
 
     Deterministic per seed. Every annotated ``sentence_text`` is a sentence of its post.
+    ``templates``: symptom sentences from the ``"seen"`` part the bundled sample uses, the
+    ``"heldout"`` part it never uses (unseen wording) or ``"all"`` (synth_templates.part).
     """
+    part = tpl.part(templates)
     if n_posts < 0:
         raise ValueError(f"n_posts must be >= 0, got {n_posts}")
     if mean_words < 5:
@@ -376,7 +382,7 @@ def generate(n_posts: int, seed: int, mean_words: int = 295) -> tuple[pd.DataFra
     for post_id, u1, u2 in zip(ids, u_label, u_k, strict=True):
         labels, persona = _draw_labels(u1, u2, rng), _persona(rng)
         target = round(min(max(rng.lognormvariate(mu, LENGTH_SIGMA), lo), hi))
-        text, spans = _post_text(_annotated(labels, rng, persona), target, rng, persona)
+        text, spans = _post_text(_annotated(labels, rng, persona, part), target, rng, persona)
         posts.append((post_id, text))
         for index, sentence, rows in spans:
             sentence_id = f"{post_id}_{index}"
@@ -389,7 +395,13 @@ def generate(n_posts: int, seed: int, mean_words: int = 295) -> tuple[pd.DataFra
 
 
 def write(
-    out_dir: str | Path, n_posts: int, seed: int, mean_words: int = 295, *, overwrite: bool = False
+    out_dir: str | Path,
+    n_posts: int,
+    seed: int,
+    mean_words: int = 295,
+    *,
+    overwrite: bool = False,
+    templates: str = "seen",
 ) -> tuple[Path, Path]:
     """Generate and write both CSVs into out_dir; return (posts_path, annotations_path).
 
@@ -402,7 +414,7 @@ def write(
         for path in paths:
             if path.exists():
                 raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    posts, annotations = generate(n_posts, seed, mean_words)
+    posts, annotations = generate(n_posts, seed, mean_words, templates)
     out.mkdir(parents=True, exist_ok=True)
     # Fixed line terminator: the same seed gives byte-identical files on every platform.
     for frame, path in zip((posts, annotations), paths, strict=True):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -25,6 +27,11 @@ def small():
     return synth.generate(300, seed=3, mean_words=60)
 
 
+@pytest.fixture(scope="module")
+def heldout():
+    return synth.generate(200, seed=4, mean_words=120, templates="heldout")
+
+
 def positive_pairs(annotations: pd.DataFrame) -> set[tuple[str, str]]:
     pos = annotations[(annotations.status == 1) & annotations.DSM5_symptom.isin(synth.SYMPTOMS)]
     return set(zip(pos.post_id, pos.DSM5_symptom, strict=True))
@@ -38,7 +45,7 @@ def test_symptoms_are_the_nine_criteria_in_dsm_order():
     assert "SPECIAL_CASE" not in synth.SYMPTOMS
 
 
-@pytest.mark.parametrize("data", ["full", "small"])
+@pytest.mark.parametrize("data", ["full", "small", "heldout"])
 def test_format_matches_redsm5(data, request):
     posts, ann = request.getfixturevalue(data)
     assert list(posts.columns) == ["post_id", "text"]
@@ -58,7 +65,7 @@ def test_format_matches_redsm5(data, request):
     assert ann.explanation.str.len().min() > 20
 
 
-@pytest.mark.parametrize("data", ["full", "small"])
+@pytest.mark.parametrize("data", ["full", "small", "heldout"])
 def test_every_annotated_sentence_is_in_its_post(data, request):
     posts, ann = request.getfixturevalue(data)
     text = dict(zip(posts.post_id, posts.text, strict=True))
@@ -202,3 +209,109 @@ def test_bag_of_words_baseline_is_learnable_but_not_solved():
     score = tfidf_baseline_macro_f1()
     print(f"TF-IDF + LR macro-F1: {score:.3f}")
     assert 0.6 < score < 0.9
+
+
+# Held-out templates. Which template made a sentence is read off the output text alone (not
+# from generator bookkeeping), so a leak of seen wording into a heldout draw shows up here
+# however the generator came to make it.
+_TYPO = {" -- ": "(?:—| — | - |, )", "...": r"(?:\.\.\.|…)", "'": "['’]", '"': '["“”]'}
+
+
+def _literal(text: str) -> str:
+    """Regex for literal template text under every typography synth._Style may apply."""
+    pieces = re.split(r"( -- |\.\.\.|['\"])", text)
+    return "".join(_TYPO.get(piece, re.escape(piece)) for piece in pieces)
+
+
+def _template_regex(template: str) -> str:
+    # A slot is one of its listed values; an opener may come first. Matched case-insensitively
+    # because synth lowercases or capitalises the first letter (after an opener, per post).
+    def slot(match: re.Match) -> str:
+        return "(?:" + "|".join(_literal(v) for v in tpl.SLOTS[match.group(1)]) + ")"
+
+    body = "".join(
+        re.sub(r"\{(\w+)\}", slot, piece) if piece.startswith("{") else _literal(piece)
+        for piece in re.split(r"(\{\w+\})", template)
+    )
+    return "(?:" + "|".join(_literal(o) for o in tpl.OPENERS) + ")?" + body
+
+
+def _labelled_templates() -> dict[str, list[str]]:
+    """Every POS, NEG and COMBO template, by the part the split rule puts it in."""
+    sides: dict[str, list[str]] = {"seen": [], "heldout": []}
+    for table in (tpl.POS, tpl.NEG, tpl.COMBO):
+        for items in table.values():
+            held = tpl.heldout_indices(len(items))
+            for i, item in enumerate(items):
+                template = item[1] if isinstance(item, tuple) else item  # NEG: (kind, text)
+                sides["heldout" if i in held else "seen"].append(template)
+    return sides
+
+
+_SIDE_RE = {
+    side: re.compile("|".join(f"(?:{_template_regex(t)})" for t in templates), re.IGNORECASE)
+    for side, templates in _labelled_templates().items()
+}
+
+
+def template_sides(annotations: pd.DataFrame) -> dict[str, set[str]]:
+    """Each labelled (symptom, status 0/1) sentence -> the parts whose templates make it."""
+    labelled = annotations[annotations.DSM5_symptom.isin(synth.SYMPTOMS)]
+    return {
+        text: {side for side, regex in _SIDE_RE.items() if regex.fullmatch(text)}
+        for text in labelled.sentence_text.unique()
+    }
+
+
+def test_rule_holds_out_every_fourth_template_or_the_last():
+    assert tpl.heldout_indices(16) == {3, 7, 11, 15}
+    assert tpl.heldout_indices(15) == {3, 7, 11}
+    assert tpl.heldout_indices(4) == {3}
+    assert tpl.heldout_indices(3) == {2} and tpl.heldout_indices(2) == {1}
+
+
+def test_seen_and_heldout_split_every_labelled_list():
+    seen, held, everything = tpl.part("seen"), tpl.part("heldout"), tpl.part("all")
+    n_held = n_all = 0
+    for table in ("pos", "neg", "combo"):
+        full = getattr(everything, table)
+        assert set(getattr(seen, table)) == set(getattr(held, table)) == set(full)
+        for key, items in full.items():
+            a, b = getattr(seen, table)[key], getattr(held, table)[key]
+            assert not set(a) & set(b), (table, key)
+            assert sorted(a + b) == sorted(items), (table, key)  # nothing lost or doubled
+            assert len(b) >= 1 and len(a) >= 1, (table, key)
+            n_held, n_all = n_held + len(b), n_all + len(items)
+    assert 0.2 < n_held / n_all < 0.35  # about a quarter overall
+    assert everything.pos is tpl.POS and everything.combo is tpl.COMBO
+    with pytest.raises(ValueError, match="'unseen'"):
+        synth.generate(5, seed=1, templates="unseen")
+
+
+def test_tracer_tells_the_parts_apart(full):
+    # Without this the two tests below could pass on a tracer that finds nothing.
+    assert set(map(frozenset, template_sides(full[1]).values())) == {frozenset({"seen"})}
+    mixed = template_sides(synth.generate(400, seed=2, templates="all")[1])
+    assert set(map(frozenset, mixed.values())) == {frozenset({"seen"}), frozenset({"heldout"})}
+
+
+def test_heldout_draw_uses_only_heldout_templates(heldout):
+    _, ann = heldout
+    sides = template_sides(ann)
+    leaked = [text for text, found in sides.items() if found != {"heldout"}]
+    assert not leaked, leaked[:3]
+    assert len(sides) > 200  # a real draw: hundreds of labelled sentences, all held out
+    assert set(ann[ann.status == 0].DSM5_symptom) == set(synth.SYMPTOMS)
+
+
+def test_heldout_cli_writes_the_heldout_draw(tmp_path):
+    out = tmp_path / "held"
+    cmd = [sys.executable, "-m", "nli_tune.data", "synth", "--out", str(out), "--posts", "30"]
+    r = subprocess.run([*cmd, "--seed", "2", "--templates", "heldout"], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    _, ann = synth.generate(30, seed=2, templates="heldout")
+    pd.testing.assert_frame_equal(pd.read_csv(out / synth.ANNOTATIONS_FILE), ann)
+    usage = subprocess.run([*cmd, "--help"], capture_output=True, text=True).stdout
+    assert "the bundled sample never uses, to test generalisation" in " ".join(usage.split())
+    bad = subprocess.run([*cmd, "--templates", "unseen"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'unseen'" in bad.stderr
