@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nli_tune import synth
+from nli_tune import SAMPLE_DIR, synth
 from nli_tune import synth_templates as tpl
 
 REAL_SCALE = 1484
@@ -304,6 +304,14 @@ def test_heldout_draw_uses_only_heldout_templates(heldout):
     assert set(ann[ann.status == 0].DSM5_symptom) == set(synth.SYMPTOMS)
 
 
+def test_bundled_sample_never_uses_heldout_templates():
+    ann = pd.read_csv(SAMPLE_DIR / synth.ANNOTATIONS_FILE, encoding="utf-8")
+    sides = template_sides(ann)
+    leaked = [text for text, found in sides.items() if found != {"seen"}]
+    assert not leaked, leaked[:3]
+    assert len(sides) > 200
+
+
 def test_heldout_cli_writes_the_heldout_draw(tmp_path):
     out = tmp_path / "held"
     cmd = [sys.executable, "-m", "nli_tune.data", "synth", "--out", str(out), "--posts", "30"]
@@ -315,3 +323,6 @@ def test_heldout_cli_writes_the_heldout_draw(tmp_path):
     assert "the bundled sample never uses, to test generalisation" in " ".join(usage.split())
     bad = subprocess.run([*cmd, "--templates", "unseen"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice: 'unseen'" in bad.stderr
+    with pytest.raises(ValueError, match="'unseen'"):
+        synth.write(tmp_path / "w", 5, seed=1, templates="unseen")
+    assert not (tmp_path / "w").exists()  # refused before writing anything
