@@ -84,8 +84,12 @@ class PairClassifier(nn.Module):
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(class logits [B, 2], attention score [B]) per pair."""
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = self.norm(self.pooler(states, attention_mask).float())
-        return self.head(self.dropout(pooled)), self.attend(pooled).squeeze(-1)
+        pooled = self.pooler(states, attention_mask).float()
+        # The head runs in fp32 even under bf16 autocast: bf16 logits (8 bits of mantissa)
+        # tie many posts' scores, and calibration then cannot place a threshold between them.
+        with torch.autocast(states.device.type, enabled=False):
+            pooled = self.norm(pooled)
+            return self.head(self.dropout(pooled)), self.attend(pooled).squeeze(-1)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         """Pooler, norm and head tensors: everything trainable outside the adapters."""

@@ -116,10 +116,14 @@ class FoldTrainer:
         )
         t = self.train
         self.positives = np.argwhere(t.evidence == 1)  # [(unit, criterion)]
-        self.negatives = np.argwhere(t.evidence == 0)
-        hard = t.hard[self.negatives[:, 0], self.negatives[:, 1]]
-        self.negatives = np.concatenate([self.negatives[hard], self.negatives[~hard]])
-        self.n_hard = int(hard.sum())
+        # Negatives in three tiers: annotated absences ("I sleep fine these days"), units
+        # that are evidence for *another* criterion (they teach which criterion a sentence
+        # shows), then everything else (mostly sentences that show none).
+        neg = np.argwhere(t.evidence == 0)
+        hard = t.hard[neg[:, 0], neg[:, 1]]
+        cross = ~hard & (t.evidence[neg[:, 0]] == 1).any(axis=1)
+        self.negatives = np.concatenate([neg[hard], neg[cross], neg[~hard & ~cross]])
+        self.n_hard, self.n_cross = int(hard.sum()), int(cross.sum())
         n_batches = self._batches_per_epoch()
         total = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)
         self.scheduler = get_linear_schedule_with_warmup(
@@ -143,17 +147,21 @@ class FoldTrainer:
         return min(n_neg, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
 
     def _evidence_examples(self, rng: np.random.Generator) -> np.ndarray:
-        """This epoch's (unit, criterion) examples: every positive, then the annotated hard
-        negatives, then a fresh random draw of the other negatives up to the budget."""
+        """This epoch's (unit, criterion) examples: every positive, the annotated absences,
+        then a fresh random draw that fills the negative budget half from other criteria's
+        evidence units and half from the rest."""
         if self.cfg.evidence_weight == 0:
             return np.zeros((0, 2), np.int64)
         n = self._n_negatives()
-        hard, easy = self.negatives[: self.n_hard], self.negatives[self.n_hard :]
+        h, c = self.n_hard, self.n_hard + self.n_cross
+        hard, cross, easy = self.negatives[:h], self.negatives[h:c], self.negatives[c:]
         if n <= len(hard):
-            neg = hard[rng.choice(len(hard), n, replace=False)]
-        else:
-            neg = np.concatenate([hard, easy[rng.choice(len(easy), n - len(hard), replace=False)]])
-        return np.concatenate([self.positives, neg]).astype(np.int64)
+            return np.concatenate([self.positives, hard[_draw(rng, len(hard), n)]])
+        n_cross = min(len(cross), (n - len(hard) + 1) // 2)
+        n_cross = max(n_cross, n - len(hard) - len(easy))  # too few easy ones: more cross
+        picked = [hard, cross[_draw(rng, len(cross), n_cross)]]
+        picked.append(easy[_draw(rng, len(easy), n - len(hard) - n_cross)])
+        return np.concatenate([self.positives, *picked]).astype(np.int64)
 
     def _mil_bags(self, rng: np.random.Generator) -> np.ndarray:
         """This epoch's (post, criterion) bags for the MIL loss: every matched one plus a
@@ -430,6 +438,10 @@ class FoldTrainer:
         self.state = FoldState(**meta["fold_state"])
         self.calibration = Calibration(**meta["calibration"])
         self._best_calibration = Calibration(**meta["best_calibration"])
+
+
+def _draw(rng: np.random.Generator, population: int, n: int) -> np.ndarray:
+    return rng.choice(population, n, replace=False)
 
 
 def _jsonable(value):

@@ -123,9 +123,41 @@ def test_neg_ratio_draws_all_matched_and_fresh_unmatched_pairs():
         labels = t.evidence[chosen[:, 0], chosen[:, 1]]
         assert (labels == 1).sum() == n_pos  # every evidence unit, every epoch
         assert (labels == 0).sum() == int(np.ceil(1.5 * n_pos))
-        assert t.hard[chosen[:, 0], chosen[:, 1]].sum() == min(n_hard, int(np.ceil(1.5 * n_pos)))
+        n_neg = int(np.ceil(1.5 * n_pos))
+        is_hard = t.hard[chosen[:, 0], chosen[:, 1]]
+        assert is_hard.sum() == min(n_hard, n_neg)  # annotated absences come first
+        # Then half of the rest: units that are evidence for another criterion.
+        cross = (labels == 0) & ~is_hard & (t.evidence[chosen[:, 0]] == 1).any(axis=1)
+        assert cross.sum() == min(trainer.n_cross, (n_neg - min(n_hard, n_neg) + 1) // 2)
+        assert trainer.n_cross == 8 * n_pos  # each SLEEP evidence unit x the 8 others
         assert len({tuple(x) for x in chosen}) == len(chosen)
     assert {tuple(x) for x in first} != {tuple(x) for x in second}  # redrawn each epoch
     # the loss weights see the subsampled balance (1.5 : 1), not the full one
     w = trainer.loss_fn.weight
     assert w[1] / w[0] == pytest.approx(np.ceil(1.5 * n_pos) / n_pos)
+
+
+@pytest.mark.parametrize("aggregate", ["max", "topk"])
+def test_mil_loss_through_the_best_units_equals_the_full_bag_loss(aggregate):
+    """With max or top-k (k <= MIL_UNITS) aggregation, re-running only each bag's best units
+    with gradient gives exactly the loss over all of the bag's units."""
+    data = _toy(30, 4)
+    cfg = TrainConfig(
+        **TINY, epochs=1, evidence_weight=0.0, aggregate=aggregate, topk=2, head_dropout=0.0
+    )
+    trainer = _trainer(cfg, data)
+    bags = trainer._mil_bags(trainer.rng)
+    labels = trainer.train.post_labels
+    n_pos = int(labels.sum())
+    assert len(bags) == n_pos + int(np.ceil(cfg.neg_ratio * n_pos))
+    assert labels[bags[:, 0], bags[:, 1]].sum() == n_pos  # every matched bag
+    with torch.no_grad():  # a bare score of every unit: the reference
+        full = trainer.score_posts(trainer.train).logits[bags[:, 0], bags[:, 1]]
+    y = torch.as_tensor(labels[bags[:, 0], bags[:, 1]], dtype=torch.float32)
+    pos_weight = torch.tensor((len(bags) - n_pos) / n_pos).clamp(min=1.0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.as_tensor(full, dtype=torch.float32), y, pos_weight=pos_weight
+    )
+    trainer.model.eval()  # no dropout anywhere: the two passes see the same network
+    loss, _ = trainer.mil_step(bags)
+    assert loss == pytest.approx(float(expected), rel=1e-4)
