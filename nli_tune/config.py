@@ -55,12 +55,12 @@ class TrainConfig:
     calibration: str = "holdout"  # holdout: Platt + threshold fit on held-out train posts | none
     calibration_fraction: float = 0.2  # share of training posts held out for calibration
     # --- optimisation ---
-    lr: float = 2e-3  # peak AdamW learning rate for adapters, pooler and head
+    lr: float = 1e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_ratio: float = 0.1  # fraction of optimizer steps spent warming the LR up from 0
     batch_size: int = 16  # pairs per optimizer step (before accumulation)
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
-    epochs: int = 6  # passes over the training pairs
+    epochs: int = 10  # passes over the training examples
     patience: int = 2  # epochs without val macro-F1 gain before a fold stops (0 = never)
     class_weights: bool = True  # weight the loss by inverse class frequency of the train split
     neg_ratio: float | None = 3.0  # negatives drawn per positive example each epoch; null = all

@@ -238,14 +238,17 @@ def pair_lengths(data: UnitData, units: np.ndarray, crits: np.ndarray) -> np.nda
 
 def collate(data: UnitData, units: np.ndarray, crits: np.ndarray) -> dict[str, torch.Tensor]:
     """Right-pad the (unit, criterion) pairs of a batch to their own longest pair."""
-    seqs = []
+    seqs, unit_at = [], []
     for u, c in zip(units, crits, strict=True):
         head, tail = data.fmt.head_tail(int(c), data.order)
         seqs.append(head + data.ids[u].tolist() + tail)
+        unit_at.append((len(head), len(head) + len(data.ids[u])))
     width = max(map(len, seqs))
     input_ids = torch.full((len(seqs), width), data.fmt.pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
+    unit_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, (seq, (start, end)) in enumerate(zip(seqs, unit_at, strict=True)):
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
+        unit_mask[row, start : max(end, start + 1)] = 1  # an empty unit pools its separator
+    return {"input_ids": input_ids, "attention_mask": mask, "unit_mask": unit_mask}

@@ -1,6 +1,7 @@
 """The pair classifier: bidirectional Gemma-3 backbone + DoRA adapters + pooler + linear head.
 
-A pair is (unit, criterion); the pooler reduces a pair's tokens to one vector. Besides the
+A pair is (unit, criterion); the pooler reduces the unit's tokens, read by the bidirectional
+backbone in the context of the criterion, to one vector (cls: the pair's first token). Besides the
 2-way head, a zero-initialised scorer gives each pair an attention score, used only by the
 attention-MIL aggregate (see aggregate.py). DoRA comes from peft (use_dora=True on the
 `dora_targets` projections); adapters get no dropout (peft would then
@@ -81,10 +82,12 @@ class PairClassifier(nn.Module):
         """Class logits [B, 2] (unmatched, matched) per pair."""
         return self.score(input_ids, attention_mask)[0]
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(class logits [B, 2], attention score [B]) per pair."""
+    def score(self, input_ids, attention_mask, pool_mask=None):
+        """(class logits [B, 2], attention score [B]) per pair. `pool_mask` (default: every
+        token) picks the tokens the pooler reduces."""
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = self.pooler(states, attention_mask).float()
+        pool_mask = attention_mask if pool_mask is None else pool_mask
+        pooled = self.pooler(states, pool_mask).float()
         # The head runs in fp32 even under bf16 autocast: bf16 logits (8 bits of mantissa)
         # tie many posts' scores, and calibration then cannot place a threshold between them.
         with torch.autocast(states.device.type, enabled=False):

@@ -149,3 +149,48 @@ def test_fingerprint_warning_names_both_fingerprints(capsys):
     _warn_fingerprint({"data_fingerprint": "abcd1234abcd1234"}, "0123456789abcdef0000")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "0123456789abcdef" in err[0] and "abcd1234abcd1234" in err[0]
+
+
+BAD_EVIDENCE_KEYS = [
+    ("unit: paragraph", "config key 'unit' = 'paragraph': must be one of post, sentence, window"),
+    (
+        "aggregate: mean",
+        "config key 'aggregate' = 'mean': must be one of max, lse, topk, attention",
+    ),
+    ("evidence_weight: 1.5", "config key 'evidence_weight' = 1.5: must be in [0, 1]"),
+    (
+        "dora_targets: mlp",
+        "config key 'dora_targets' = 'mlp': must be one of attention, attention_mlp",
+    ),
+    ("calibration: test", "config key 'calibration' = 'test': must be one of holdout, none"),
+    ("calibration_fraction: 0.6", "config key 'calibration_fraction' = 0.6: must be in (0, 0.5)"),
+    ("topk: 0", "config key 'topk' = 0: must be a positive integer"),
+    (
+        "window_sentences: 2\nwindow_stride: 3",
+        "config key 'window_stride' = 3: must be <= window_sentences (2) to cover every sentence",
+    ),
+]
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), BAD_EVIDENCE_KEYS)
+def test_bad_evidence_keys_are_one_line_errors(tmp_path, yaml_text, message):
+    from nli_tune.config import TrainConfig
+    from nli_tune.errors import UserError
+
+    (tmp_path / "cfg.yaml").write_text(yaml_text.replace("\\n", "\n") + "\n")
+    with pytest.raises(UserError) as err:
+        TrainConfig.from_file(tmp_path / "cfg.yaml")
+    assert str(err.value) == f"{tmp_path / 'cfg.yaml'}: {message}"
+
+
+def test_a_bad_evidence_key_exits_2_before_anything_is_written(tmp_path):
+    (tmp_path / "cfg.yaml").write_text("aggregate: mean\n")
+    r = run_train(
+        "--config", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "out"), timeout=120
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'cfg.yaml'}: config key 'aggregate' = 'mean': must be one of "
+        "max, lse, topk, attention"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]

@@ -1,0 +1,227 @@
+"""Quality side by side: each design and the baselines on the same post-grouped CV folds.
+
+    python -m nli_tune.bench quality [--folds 3] [--data-dir DIR] [--output quality.json]
+
+On the K folds a search would use (same seed, same held-out test posts left out) it trains
+and scores: the seed's whole-post format (`unit: post`), the evidence-level default, TF-IDF
++ one logistic regression per criterion, and the majority class. Every model trained on a
+fold also scores a fresh synthetic draw whose labelled sentences come only from templates
+the bundled sample never uses (`data synth --templates heldout`): wording it never saw.
+Prints one table (CV macro-F1 mean ± std, within-criterion ROC-AUC, evidence hit@1, the
+held-out-template scores, wall time) and writes every number to JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nli_tune.baselines import tfidf_scores
+from nli_tune.config import TrainConfig
+from nli_tune.data import load_redsm5
+from nli_tune.encoding import assemble, pair_format, tokenize_units
+from nli_tune.evidence import build_units
+from nli_tune.folds import make_folds
+from nli_tune.metrics import classification_metrics, roc_auc_within
+from nli_tune.model import build_model
+from nli_tune.trainer import FoldTrainer
+
+# The neural designs compared: name -> config overrides of the defaults.
+DESIGNS = {
+    "whole post (seed format)": ("post", {"unit": "post"}),
+    "evidence level (default)": ("evidence", {}),
+}
+HELDOUT_SEED = 2026  # seed of the held-out-template draw
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.bench quality", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--folds", type=int, default=3, help="CV folds, as in a search (default 3)")
+    p.add_argument("--data-dir", help="ReDSM5 folder (default: the bundled synthetic sample)")
+    p.add_argument(
+        "--heldout-posts",
+        type=int,
+        default=120,
+        help="posts in the held-out-template draw (default 120; 0 skips it)",
+    )
+    p.add_argument("--config", help="YAML/JSON config overrides shared by every design")
+    p.add_argument(
+        "--only",
+        choices=["baselines", "post", "evidence"],
+        action="append",
+        help="run only these rows (repeatable; default all)",
+    )
+    p.add_argument("--output", default="quality.json", help="JSON results (and a .md table)")
+    args = p.parse_args(argv)
+    from nli_tune.config import read_mapping
+
+    shared = read_mapping(args.config) if args.config else {}
+    base = TrainConfig.from_dict(shared, source=str(args.config))
+    data = load_redsm5(args.data_dir or base.data_dir)
+    pairs = data.pairs()
+    plan = make_folds(pairs, args.folds, base.test_fraction, base.seed)
+    texts = data.texts()
+    heldout = _heldout_draw(args.heldout_posts, data) if args.heldout_posts else None
+    rows: dict[str, dict] = {}
+    print(
+        f"quality on {len(plan.trainval_posts)} posts of {data.source}, {args.folds} folds "
+        f"(seed {base.seed}); held-out-template draw: {args.heldout_posts} posts",
+        flush=True,
+    )
+
+    only = set(args.only or ["baselines", "post", "evidence"])
+    for name in ("majority class", "TF-IDF + logistic regression"):
+        if "baselines" not in only:
+            continue
+        started, folds, fresh = time.perf_counter(), [], []
+        for k in range(args.folds):
+            train_posts, val_posts = plan.fold(k)
+            tr = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
+            for target, out in ((pairs, folds), (heldout[1] if heldout else None, fresh)):
+                if target is None:
+                    continue
+                posts = val_posts if target is pairs else list(dict.fromkeys(target["post_id"]))
+                te = target[target["post_id"].isin(set(posts))].reset_index(drop=True)
+                all_texts = texts if target is pairs else heldout[0].texts()
+                if name == "majority class":
+                    scores = np.full(len(te), float(tr["label"].mean() >= 0.5))
+                else:
+                    scores = tfidf_scores(texts | all_texts, tr, te, base.seed)
+                out.append(_pair_metrics(te, scores))
+        rows[name] = _summary(folds, fresh, time.perf_counter() - started)
+        _print_row(name, rows[name])
+
+    for name, (key, overrides) in DESIGNS.items():
+        if key not in only:
+            continue
+        cfg = TrainConfig.from_dict(shared | overrides)
+        started, folds, fresh = time.perf_counter(), [], []
+        table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+        for k in range(args.folds):
+            model, tok = build_model(cfg)
+            fmt = pair_format(tok)
+            units = assemble(
+                table, tokenize_units(tok, table), fmt, pairs, cfg.max_length, cfg.pair_order,
+                cfg.unit,
+            )  # fmt: skip
+            train_posts, val_posts = plan.fold(k)
+            trainer = FoldTrainer(cfg, model, units.subset(train_posts), None)
+            trainer.fit()
+            folds.append(trainer.evaluate(units.subset(val_posts)))
+            if heldout:
+                fresh_data = heldout[0]
+                t2, _ = build_units(fresh_data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+                u2 = assemble(
+                    t2, tokenize_units(tok, t2), fmt, heldout[1], cfg.max_length,
+                    cfg.pair_order, cfg.unit,
+                )  # fmt: skip
+                fresh.append(trainer.evaluate(u2))
+            print(f"  {name}: fold {k} macro-F1 {folds[-1]['macro_f1']:.3f}", flush=True)
+        rows[name] = _summary(folds, fresh, time.perf_counter() - started)
+        _print_row(name, rows[name])
+
+    result = {
+        "data": str(data.source),
+        "fingerprint": data.fingerprint[:16],
+        "folds": args.folds,
+        "seed": base.seed,
+        "heldout_posts": args.heldout_posts,
+        "machine": _machine(),
+        "config_overrides": shared,
+        "rows": rows,
+    }
+    out = Path(args.output)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown_table(result))
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def _heldout_draw(n_posts: int, data):
+    """A fresh synthetic set from the held-out templates, sized like the data's posts."""
+    from nli_tune import synth
+
+    words = int(data.posts["text"].str.split().str.len().mean())
+    with tempfile.TemporaryDirectory() as tmp:
+        synth.write(tmp, n_posts, HELDOUT_SEED, max(words, 10), templates="heldout")
+        fresh = load_redsm5(tmp)
+    # Its own id space: a synthetic id may repeat one of the data's.
+    posts = fresh.posts.assign(post_id="heldout_" + fresh.posts["post_id"])
+    ann = fresh.annotations.assign(post_id="heldout_" + fresh.annotations["post_id"])
+    fresh = replace(fresh, posts=posts, annotations=ann)
+    return fresh, fresh.pairs()
+
+
+def _pair_metrics(frame, scores: np.ndarray) -> dict[str, float]:
+    labels = frame["label"].to_numpy()
+    out = classification_metrics(labels, scores, frame["criterion"].to_numpy())
+    out["roc_auc_within"] = roc_auc_within(labels.reshape(-1, 9), scores.reshape(-1, 9))
+    out["evidence_hit_at_1"] = float("nan")
+    return out
+
+
+def _summary(folds: list[dict], fresh: list[dict], seconds: float) -> dict:
+    def stat(runs, key):
+        vals = np.array([r[key] for r in runs], dtype=float)
+        ok = vals[np.isfinite(vals)]
+        return [float(ok.mean()), float(ok.std())] if len(ok) else [None, None]
+
+    keys = ("macro_f1", "roc_auc_within", "roc_auc", "evidence_hit_at_1")
+    out = {f"cv_{k}": stat(folds, k) for k in keys}
+    out["cv_fold_macro_f1"] = [float(r["macro_f1"]) for r in folds]
+    if fresh:
+        out |= {f"heldout_{k}": stat(fresh, k) for k in keys}
+    out["seconds"] = round(seconds, 1)
+    return out
+
+
+def _fmt(pair) -> str:
+    mean, std = pair
+    return "-" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def _print_row(name: str, row: dict) -> None:
+    print(
+        f"{name:<30} CV macro-F1 {_fmt(row['cv_macro_f1'])}  within-AUC "
+        f"{_fmt(row['cv_roc_auc_within'])}  hit@1 {_fmt(row['cv_evidence_hit_at_1'])}  "
+        f"held-out macro-F1 {_fmt(row.get('heldout_macro_f1', (None, None)))}  "
+        f"{row['seconds']:.0f}s",
+        flush=True,
+    )
+
+
+def markdown_table(result: dict) -> str:
+    lines = [
+        "| design | CV macro-F1 | CV within-criterion ROC-AUC | CV evidence hit@1 | "
+        "held-out-template macro-F1 | held-out within ROC-AUC | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["rows"].items():
+        lines.append(
+            f"| {name} | {_fmt(row['cv_macro_f1'])} | {_fmt(row['cv_roc_auc_within'])} | "
+            f"{_fmt(row['cv_evidence_hit_at_1'])} | "
+            f"{_fmt(row.get('heldout_macro_f1', (None, None)))} | "
+            f"{_fmt(row.get('heldout_roc_auc_within', (None, None)))} | {row['seconds']:.0f} s |"
+        )
+    lines.append(
+        f"\n{result['folds']} post-grouped folds of {result['data']} (fingerprint "
+        f"{result['fingerprint']}), seed {result['seed']}; held-out-template draw of "
+        f"{result['heldout_posts']} posts; {result['machine']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    threads = torch.get_num_threads()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return f"{platform.processor() or platform.machine()}, {threads} torch threads, {device}"
