@@ -22,15 +22,8 @@ import torch
 
 from nli_tune.config import TrainConfig
 from nli_tune.data import load_redsm5
-from nli_tune.encoding import (
-    assemble,
-    bucketed_batches,
-    pair_format,
-    pair_lengths,
-    tokenize_units,
-)
+from nli_tune.encoding import bucketed_batches, encode_units, pair_lengths
 from nli_tune.errors import run_cli
-from nli_tune.evidence import build_units
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer, autocast_dtype
 
@@ -72,16 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         synth.write(tmp, 1484, seed=0)
         data = load_redsm5(tmp)
-        table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
-        units = assemble(
-            table,
-            tokenize_units(tok, table),
-            pair_format(tok),
-            data.pairs(),
-            cfg.max_length,
-            cfg.pair_order,
-            cfg.unit,
-        )
+        units = encode_units(tok, data, cfg)
     results["data_seconds"] = time.perf_counter() - t0
     print(
         f"data: 1,484 posts -> {len(units)} {cfg.unit} units tokenized and labelled in "

@@ -208,6 +208,16 @@ def assemble(
     )
 
 
+def encode_units(tokenizer, data, cfg) -> UnitData:
+    """A ReDSM5 set's units under `cfg` (unit kind, windows, max_length, pair order), ready
+    for the trainer: segment, locate evidence, tokenize, assemble."""
+    from nli_tune.evidence import build_units
+
+    table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+    tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)
+    return assemble(table, tokens, fmt, data.pairs(), cfg.max_length, cfg.pair_order, cfg.unit)
+
+
 def bucketed_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 32
 ) -> list[np.ndarray]:

@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from nli_tune.data import ANNOTATION_COLUMNS, ReDSM5
-from nli_tune.encoding import UnitData, assemble, pair_format, tokenize_units
-from nli_tune.evidence import build_units
+from nli_tune.encoding import UnitData, encode_units
 
 
 def redsm5(posts: dict[str, str], rows: list[tuple[str, str, str, int]] = ()) -> ReDSM5:
@@ -23,13 +22,4 @@ def redsm5(posts: dict[str, str], rows: list[tuple[str, str, str, int]] = ()) ->
 
 
 def unit_data(tok, data: ReDSM5, cfg) -> UnitData:
-    table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
-    return assemble(
-        table,
-        tokenize_units(tok, table),
-        pair_format(tok),
-        data.pairs(),
-        cfg.max_length,
-        cfg.pair_order,
-        cfg.unit,
-    )
+    return encode_units(tok, data, cfg)
