@@ -264,6 +264,12 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
         # The group's id rides along so the driver can free it once Tune ends the trial
         # (read every epoch: a restarted worker group has a new one).
         worker_pg = ray.get(gate.worker_pg.remote())
+        if item["epoch"] >= cfg.epochs:
+            # Last epoch: let Ray Train finish before Tune hears of it. Tune ends the trial
+            # on this report, and the driver then frees the worker group; a controller still
+            # finishing would take that for a crash and start a new group nobody frees
+            # (seen: it held the CPUs the next trial's workers waited for).
+            thread.join()
         tune.report(item | {"worker_pg": worker_pg})  # returns when Tune wants the next epoch
         gate.allow.remote(item["epoch"])
     thread.join()

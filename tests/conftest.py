@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Search tests share 2 CPUs with a session-long Ray: a trial's fold workers can queue behind
+# the previous trial's teardown longer than the 120 s a search allows by default.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_SAMPLE = REPO.parent / "shared" / "redsm5-sample"

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from nli_tune.backbones import PRESETS, _tiny_tokenizer, describe, load_backbone, tiny_config
-from nli_tune.encoding import tokenize
+from nli_tune.encoding import pair_format
 
 # Dropped layers and vision towers are expected leftovers; any other unused tensor is a bug.
 pytestmark = pytest.mark.filterwarnings("error:.*checkpoint tensors were not used")
@@ -189,7 +189,7 @@ def test_search_workers_load_the_same_weights_without_a_tokenizer(tmp_path):
     for key, value in bare.state_dict().items():
         assert torch.equal(value, full.state_dict()[key]), key
     # Workers collate with the pad id the driver's tokenization carries.
-    assert tokenize(tokenizer, {"p": "tired"}).pad == tokenizer.pad_token_id == 0
+    assert pair_format(tokenizer).pad == tokenizer.pad_token_id == 0
 
 
 def test_checkpoint_missing_weights_is_an_error_not_random_init(tmp_path):
