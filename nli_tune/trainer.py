@@ -140,11 +140,14 @@ class FoldTrainer:
         self._best_calibration = Calibration()
 
     # --- what an epoch trains on ---------------------------------------------------------
-    def _n_negatives(self) -> int:
-        n_pos, n_neg = len(self.positives), len(self.negatives)
+    def _budget(self, n_pos: int, n_neg: int) -> int:
+        """Negatives drawn per epoch against n_pos positives: neg_ratio each, or all."""
         if self.cfg.neg_ratio is None:
             return n_neg
         return min(n_neg, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
+
+    def _n_negatives(self) -> int:
+        return self._budget(len(self.positives), len(self.negatives))
 
     def _evidence_examples(self, rng: np.random.Generator) -> np.ndarray:
         """This epoch's (unit, criterion) examples: every positive, the annotated absences,
@@ -170,11 +173,7 @@ class FoldTrainer:
             return np.zeros((0, 2), np.int64)
         labels = self.train.post_labels
         pos, neg = np.argwhere(labels == 1), np.argwhere(labels == 0)
-        n = (
-            len(neg)
-            if self.cfg.neg_ratio is None
-            else min(len(neg), math.ceil(self.cfg.neg_ratio * max(len(pos), 1)))
-        )
+        n = self._budget(len(pos), len(neg))
         return np.concatenate([pos, neg[rng.choice(len(neg), n, replace=False)]])
 
     def _mil_bag_batch(self) -> int:
@@ -186,11 +185,7 @@ class FoldTrainer:
         if self.cfg.evidence_weight < 1:
             labels = self.train.post_labels
             n_pos = int(labels.sum())
-            n_bags = n_pos + (
-                labels.size - n_pos
-                if self.cfg.neg_ratio is None
-                else min(labels.size - n_pos, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
-            )
+            n_bags = n_pos + self._budget(n_pos, labels.size - n_pos)
         return math.ceil(n_ev / self.cfg.batch_size) + math.ceil(n_bags / self._mil_bag_batch())
 
     # --- training -------------------------------------------------------------------------
