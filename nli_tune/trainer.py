@@ -30,12 +30,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from nli_tune.aggregate import aggregate, top_units
+from nli_tune.aggregate import aggregate
 from nli_tune.calibration import Calibration, fit_calibration
 from nli_tune.config import TrainConfig
-from nli_tune.encoding import UnitData, bucketed_batches, collate, pair_lengths, sorted_batches
+from nli_tune.encoding import UnitData, bucketed_batches, pair_lengths
 from nli_tune.folds import split_test
 from nli_tune.metrics import post_metrics
+from nli_tune.scoring import PostScores, forward_pairs, score_posts
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -60,12 +61,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_bf16() else None
-
-
-@dataclass
-class PostScores:
-    logits: np.ndarray  # float64 [P, 9]: aggregated unit logits
-    top_unit: np.ndarray  # int64 [P, 9]: index (into the UnitData) of the best unit
 
 
 @dataclass
@@ -94,7 +89,9 @@ class FoldTrainer:
         self.cfg, self.model, self.val = cfg, model, val
         self.device = torch.device(device)
         self.log = log or (lambda msg: None)
-        self.progress_lines = 0  # progress lines logged within each epoch (0 = none)
+        # Called after every optimizer batch with {epoch, step, steps, loss, tokens_per_s}
+        # (train's progress bar); None = silent.
+        self.on_step: Callable[[dict], None] | None = None
         self.amp = autocast_dtype(cfg.precision, self.device)
         self.model.to(self.device)
         self.rng = np.random.default_rng(cfg.seed)
@@ -189,22 +186,8 @@ class FoldTrainer:
         return math.ceil(n_ev / self.cfg.batch_size) + math.ceil(n_bags / self._mil_bag_batch())
 
     # --- training -------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp)
-
     def _forward(self, data: UnitData, units: np.ndarray, crits: np.ndarray):
-        """(unit logit = matched - unmatched class logit, attention score, real tokens)."""
-        batch = {k: v.to(self.device) for k, v in collate(data, units, crits).items()}
-        with self._autocast():
-            # The pooler reduces the unit's tokens (read in the criterion's context), not the
-            # criterion's own, which are the same for every unit (CV macro-F1 0.64 -> 0.68).
-            logits, attention = self.model.score(
-                batch["input_ids"], batch["attention_mask"], batch["unit_mask"]
-            )
-        logits = logits.float()
-        return logits, attention.float(), int(batch["attention_mask"].sum())
+        return forward_pairs(self.model, data, units, crits, self.device, self.amp)
 
     def evidence_step(self, examples: np.ndarray) -> tuple[float, int]:
         """Loss (unscaled) and real tokens of one batch of (unit, criterion) examples."""
@@ -280,12 +263,15 @@ class FoldTrainer:
             loss, n_tokens = self.step(kind, batch, (i + 1) % self.cfg.grad_accum == 0 or last)
             total_loss += loss
             tokens += n_tokens
-            every = max(1, len(steps) // self.progress_lines) if self.progress_lines else 0
-            if every and (i + 1) % every == 0 and not last:
-                rate = tokens / (time.perf_counter() - start)
-                self.log(
-                    f"    epoch {self.state.epoch}: batch {i + 1}/{len(steps)}  "
-                    f"loss {total_loss / (i + 1):.4f}  {rate:.0f} tok/s"
+            if self.on_step is not None:
+                self.on_step(
+                    {
+                        "epoch": self.state.epoch,
+                        "step": i + 1,
+                        "steps": len(steps),
+                        "loss": total_loss / (i + 1),
+                        "tokens_per_s": tokens / (time.perf_counter() - start),
+                    }
                 )
         seconds = time.perf_counter() - start
         return {
@@ -295,27 +281,11 @@ class FoldTrainer:
         }
 
     # --- scoring ----------------------------------------------------------------------------
-    @torch.no_grad()
     def score_posts(self, data: UnitData) -> PostScores:
-        """Aggregated logit and best unit of every (post, criterion) of `data`: all its
-        scored units x 9 criteria, in length-sorted batches."""
-        self.model.eval()
-        units = np.flatnonzero(~data.external)
-        pair_units, pair_crits = np.repeat(units, 9), np.tile(np.arange(9), len(units))
-        logit = torch.zeros(len(pair_units))
-        attention = torch.zeros(len(pair_units))
-        lengths = pair_lengths(data, pair_units, pair_crits)
-        for idx in sorted_batches(lengths, self.cfg.eval_batch_size):
-            out, att, _ = self._forward(data, pair_units[idx], pair_crits[idx])
-            logit[idx] = (out[:, 1] - out[:, 0]).cpu()
-            attention[idx] = att.cpu()
-        bags = torch.from_numpy(data.post_index[pair_units] * 9 + pair_crits)
-        n_bags = len(data.posts) * 9
-        post_logit = aggregate(self.cfg.aggregate, logit, bags, n_bags, attention, self.cfg.topk)
-        top = top_units(logit, bags, n_bags).numpy()
-        return PostScores(
-            logits=post_logit.double().numpy().reshape(-1, 9),
-            top_unit=pair_units[np.minimum(top, len(pair_units) - 1)].reshape(-1, 9),
+        """Aggregated logit and best unit of every (post, criterion) of `data`."""
+        cfg = self.cfg
+        return score_posts(
+            self.model, data, cfg.aggregate, cfg.topk, cfg.eval_batch_size, self.device, self.amp
         )
 
     def calibrate(self) -> Calibration:

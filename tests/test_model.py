@@ -173,3 +173,28 @@ def test_dora_targets_attention_mlp_adds_the_mlp_projections():
     mags = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
     for proj in ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
         assert any(proj in n for n in mags), proj
+
+
+def test_merged_scoring_matches_the_adapters_and_restores_the_base_bit_for_bit():
+    cfg = TrainConfig(**TINY, rank=4, dora_targets="attention_mlp")
+    model, tok = build_model(cfg)
+    model.eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)  # adapters far from identity: merging changes the weights
+    base = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
+    ids = torch.tensor([[tok.bos_token_id, 5, 6, 7, 8, tok.eos_token_id]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        plain = model(ids, mask)
+        with model.merged():
+            merged = model(ids, mask)
+            changed = [n for n, p in model.named_parameters() if n in base and "weight" in n]
+            assert any(not torch.equal(dict(model.named_parameters())[n], base[n]) for n in changed)
+        after = model(ids, mask)
+    assert torch.allclose(merged, plain, atol=1e-4)
+    assert torch.equal(after, plain)
+    for n, p in model.named_parameters():
+        if n in base:
+            assert torch.equal(p, base[n]), n
