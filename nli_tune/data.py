@@ -88,20 +88,8 @@ def load_redsm5(data_dir: str | Path | None = None) -> ReDSM5:
     posts_path = _find_one(root, "redsm5_posts*.csv")
     ann_path = _find_one(root, "redsm5_annotations*.csv")
     posts_bytes, ann_bytes = posts_path.read_bytes(), ann_path.read_bytes()
-    posts = _read_csv(posts_path, posts_bytes, POST_COLUMNS)
+    posts = _read_posts(posts_path, posts_bytes)
     ann = _read_csv(ann_path, ann_bytes, ANNOTATION_COLUMNS)
-
-    if posts.empty:
-        raise UserError(f"{posts_path}: no posts (only a header)")
-    dup = posts["post_id"][posts["post_id"].duplicated()]
-    if len(dup):
-        raise UserError(f"{posts_path}: duplicate post_id '{dup.iloc[0]}'")
-    for col in ("post_id", "text"):
-        blank = posts[posts[col].str.strip() == ""]
-        if len(blank):
-            row = int(blank.index[0]) + 2  # +1 header, +1 one-based
-            what = f"post_id '{blank['post_id'].iloc[0]}'" if col == "text" else f"line {row}"
-            raise UserError(f"{posts_path}: empty {col} for {what} (line {row})")
 
     known_posts = set(posts["post_id"])
     unknown = ann[~ann["post_id"].isin(known_posts)]
@@ -126,6 +114,30 @@ def load_redsm5(data_dir: str | Path | None = None) -> ReDSM5:
     ann = ann.assign(status=ann["status"].str.strip().astype(int))
     digest = hashlib.sha256(posts_bytes + b"\0" + ann_bytes).hexdigest()
     return ReDSM5(posts=posts, annotations=ann, source=root, fingerprint=digest)
+
+
+def read_posts(path: str | Path) -> pd.DataFrame:
+    """A validated posts CSV (`post_id,text`, the ReDSM5 posts format), e.g. for predict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: posts file not found (expected a CSV with post_id,text)")
+    return _read_posts(path, path.read_bytes())
+
+
+def _read_posts(path: Path, raw: bytes) -> pd.DataFrame:
+    posts = _read_csv(path, raw, POST_COLUMNS)
+    if posts.empty:
+        raise UserError(f"{path}: no posts (only a header)")
+    dup = posts["post_id"][posts["post_id"].duplicated()]
+    if len(dup):
+        raise UserError(f"{path}: duplicate post_id '{dup.iloc[0]}'")
+    for col in ("post_id", "text"):
+        blank = posts[posts[col].str.strip() == ""]
+        if len(blank):
+            row = int(blank.index[0]) + 2  # +1 header, +1 one-based
+            what = f"post_id '{blank['post_id'].iloc[0]}'" if col == "text" else f"line {row}"
+            raise UserError(f"{path}: empty {col} for {what} (line {row})")
+    return posts
 
 
 def _find_one(root: Path, pattern: str) -> Path:

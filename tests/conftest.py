@@ -1,7 +1,10 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,12 +23,40 @@ def real_sample() -> Path:
     return REAL_SAMPLE
 
 
+def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m nli_tune.train ARGS` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "nli_tune.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(output folder, stdout, stderr) of one tiny-random `train` run on the bundled sample
+    (fp32, so that predict can be compared with it exactly)."""
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = {
+        "model": "tiny-random",
+        "num_layers": None,
+        "max_length": 96,
+        "epochs": 1,
+        "batch_size": 32,
+        "seed": 3,
+        "precision": "fp32",
+    }
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp / "out"
+    r = run_train("--config", str(tmp / "cfg.yaml"), "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r.stdout, r.stderr
+
+
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory):
     """One local Ray cluster (with dashboard) for every search test of the session."""
-    import subprocess
-    import sys
-
     from nli_tune.search import RAY_ENV
 
     ray_bin = str(Path(sys.executable).parent / "ray")

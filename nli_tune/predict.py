@@ -1,0 +1,163 @@
+"""Score new posts with a trained model: per post and criterion, P(matched), the decision and
+the evidence unit's character span.
+
+    python -m nli_tune.predict --model outputs/final/model --input posts.csv --output scores.csv
+
+`posts.csv` is the ReDSM5 posts format (`post_id,text`). The input is validated whole before
+anything is scored or written (one-line error, exit 2). Posts are then scored in batches of
+`--batch-posts`, with a progress line per batch, into a temporary file that replaces
+`--output` only when every post is scored. The output has ids, scores, decisions and
+character offsets only: never post or sentence text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from nli_tune.calibration import Calibration
+from nli_tune.data import ReDSM5, read_posts
+from nli_tune.device import add_device_args, select_device
+from nli_tune.encoding import assemble, pair_format, tokenize_units
+from nli_tune.errors import UserError, run_cli
+from nli_tune.evidence import build_units
+from nli_tune.model import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE, load_model
+from nli_tune.scoring import evidence_table, score_posts
+from nli_tune.trainer import autocast_dtype
+
+OUTPUT_COLUMNS = [
+    "post_id",
+    "criterion",
+    "score",  # calibrated P(matched)
+    "decision",  # 1 where score >= the model's threshold
+    "evidence_unit",  # the best-scoring unit's number among the post's units (0-based)
+    "evidence_start",  # its character span in the post's text [start, end)
+    "evidence_end",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.predict",
+        description="Score posts (post_id,text CSV) against the 9 DSM-5 criteria with a model "
+        "that `python -m nli_tune.train` saved. Writes one row per (post, criterion): the "
+        "calibrated probability that the post shows the criterion, the decision at the "
+        "model's threshold, and the character span of the sentence (or window) that scored "
+        "highest. No text is written.",
+    )
+    p.add_argument(
+        "--model", required=True, help="the model folder train wrote (e.g. outputs/final/model)"
+    )
+    p.add_argument("--input", required=True, help="posts CSV with columns post_id,text")
+    p.add_argument(
+        "--output", default="scores.csv", help="CSV to write (default scores.csv; replaced)"
+    )
+    p.add_argument(
+        "--batch-posts",
+        type=int,
+        default=128,
+        help="posts scored per batch; one progress line each (default 128)",
+    )
+    add_device_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p.parse_args(argv)
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """The model folder, or a one-line error naming what is missing."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: model folder not found (pass the model/ folder train wrote)")
+    for name in (CONFIG_FILE, HEAD_FILE, ADAPTER_DIR, CALIBRATION_FILE):
+        if not (root / name).exists():
+            raise UserError(
+                f"{root}: not a trained model folder (no {name}); pass the model/ folder that "
+                f"`python -m nli_tune.train` wrote, e.g. outputs/final/model"
+            )
+    return root
+
+
+def predict(
+    model, tokenizer, cfg, calibration: Calibration, posts: pd.DataFrame, device, amp
+) -> pd.DataFrame:
+    """OUTPUT_COLUMNS for every post of `posts` x 9 criteria, posts in input order."""
+    data = ReDSM5(
+        posts=posts.reset_index(drop=True),
+        annotations=pd.DataFrame(columns=["post_id", "sentence_text", "DSM5_symptom", "status"]),
+        source=Path("."),
+        fingerprint="",
+    )
+    table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+    tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)
+    units = assemble(table, tokens, fmt, data.pairs(), cfg.max_length, cfg.pair_order, cfg.unit)
+    scored = score_posts(model, units, cfg.aggregate, cfg.topk, cfg.eval_batch_size, device, amp)
+    probs = calibration.prob(scored.logits)
+    table = evidence_table(units, scored, probs, probs >= calibration.threshold)
+    return table[OUTPUT_COLUMNS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.batch_posts < 1:
+        raise UserError(f"--batch-posts {args.batch_posts}: must be >= 1")
+    device = select_device(args)
+    model_dir = check_model_dir(args.model)
+    posts = read_posts(args.input)  # validated whole before any work
+    output = Path(args.output)
+    if output.is_dir():
+        raise UserError(f"--output {output}: is a folder; give a CSV file name")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+
+    started = time.perf_counter()
+    model, tokenizer, cfg = load_model(model_dir)
+    model.to(device)
+    calibration = Calibration(**json.loads((model_dir / CALIBRATION_FILE).read_text()))
+    amp = autocast_dtype(cfg.precision, device)
+    say(
+        f"model {model_dir} ({cfg.model}, layers {cfg.num_layers or 'all'}, unit {cfg.unit}, "
+        f"aggregate {cfg.aggregate}) on {device}, loaded in {time.perf_counter() - started:.1f}s; "
+        f"decision: {calibration.describe()}"
+    )
+
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the temporary file below is removed too.
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        t0, n, matched = time.perf_counter(), len(posts), 0
+        for i, start in enumerate(range(0, n, args.batch_posts)):
+            batch = posts.iloc[start : start + args.batch_posts]
+            rows = predict(model, tokenizer, cfg, calibration, batch, device, amp)
+            rows.to_csv(tmp, mode="a", header=i == 0, index=False)
+            matched += int(rows["decision"].sum())
+            done = start + len(batch)
+            rate = done / (time.perf_counter() - t0)
+            say(
+                f"  scored {done}/{n} posts ({done * 9} rows, {matched} matched)  "
+                f"{rate:.1f} posts/s  eta {(n - done) / rate:.0f}s"
+            )
+        tmp.replace(output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    say(f"wrote {output}: {n * 9} rows for {n} posts in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(run_cli(main))

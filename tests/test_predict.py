@@ -1,0 +1,142 @@
+"""`python -m nli_tune.predict` on the model `train` saved (tiny-random): it reproduces
+train's own test scores, batch by batch, writes no text, and rejects bad input cleanly."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from nli_tune import SAMPLE_DIR
+from nli_tune.data import load_redsm5
+from nli_tune.predict import OUTPUT_COLUMNS
+from tests.test_train import assert_no_post_text
+
+
+def run_predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nli_tune.predict", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _posts_csv(path, post_ids=None, source=SAMPLE_DIR):
+    posts = load_redsm5(source).posts
+    if post_ids is not None:
+        posts = posts[posts["post_id"].isin(set(post_ids))]
+    posts.to_csv(path, index=False)
+    return posts
+
+
+def test_predict_reproduces_train_test_scores_in_batches(trained, tmp_path):
+    out, *_ = trained
+    preds = pd.read_csv(out / "predictions.csv")
+    (tmp_path / "in").mkdir()
+    _posts_csv(tmp_path / "in" / "posts.csv", preds["post_id"])
+    r = run_predict(
+        "--model",
+        str(out / "model"),
+        "--input",
+        str(tmp_path / "in" / "posts.csv"),
+        "--output",
+        str(tmp_path / "out" / "scores.csv"),
+        "--batch-posts",
+        "5",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    n = preds["post_id"].nunique()
+    progress = [line for line in r.stdout.splitlines() if "posts/s" in line]
+    assert len(progress) == -(-n // 5) and f"scored {n}/{n} posts" in progress[-1]
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert list(scores.columns) == OUTPUT_COLUMNS
+    assert len(scores) == 9 * n
+    both = preds.merge(scores, on=["post_id", "criterion"], suffixes=("_train", "_predict"))
+    assert len(both) == len(scores)
+    # Batches of 5 posts pad differently from train's one pass: equal up to float noise.
+    assert (both["score_train"] - both["score_predict"]).abs().max() < 1e-4
+    for col in ("evidence_unit", "evidence_start", "evidence_end"):
+        assert (both[f"{col}_train"] == both[f"{col}_predict"]).all(), col
+    threshold = json.loads((out / "metrics.json").read_text())["calibration"]["threshold"]
+    clear = (both["score_train"] - threshold).abs() > 1e-4  # no flips on float noise
+    assert (both["decision_train"] == both["decision_predict"])[clear].all()
+    assert_no_post_text(tmp_path / "out", SAMPLE_DIR)
+    assert not any(s in r.stdout for s in load_redsm5(SAMPLE_DIR).posts["text"])
+
+
+def test_predict_scores_the_public_sample(trained, real_sample, tmp_path):
+    out, *_ = trained
+    (tmp_path / "in").mkdir()
+    posts = _posts_csv(tmp_path / "in" / "posts.csv", source=real_sample)
+    r = run_predict(
+        "--model",
+        str(out / "model"),
+        "--input",
+        str(tmp_path / "in" / "posts.csv"),
+        "--output",
+        str(tmp_path / "o" / "scores.csv"),
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == ""
+    scores = pd.read_csv(tmp_path / "o" / "scores.csv")
+    assert len(posts) == 17 and len(scores) == 153
+    assert set(scores["post_id"].astype(str)) == set(posts["post_id"])
+    assert scores["score"].between(0, 1).all()
+    texts = dict(zip(posts["post_id"], posts["text"], strict=True))
+    for row in scores.itertuples():
+        assert 0 <= row.evidence_start < row.evidence_end <= len(texts[str(row.post_id)])
+    assert_no_post_text(tmp_path / "o", real_sample)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("post_id,body\np1,hello\n", "missing column 'text'"),
+        ("post_id,text\np1,hello\np1,again\n", "duplicate post_id 'p1'"),
+        ("post_id,text\np1,   \n", "empty text for post_id 'p1'"),
+        ("", "file is empty"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(trained, tmp_path, content, message):
+    out, *_ = trained
+    (tmp_path / "posts.csv").write_text(content)
+    r = run_predict(
+        "--model",
+        str(out / "model"),
+        "--input",
+        str(tmp_path / "posts.csv"),
+        "--output",
+        str(tmp_path / "res" / "scores.csv"),
+    )
+    assert r.returncode == 2
+    assert message in r.stderr and "posts.csv" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_not_a_model_folder_is_one_line(tmp_path):
+    (tmp_path / "posts.csv").write_text("post_id,text\np1,I cannot sleep.\n")
+    r = run_predict("--model", str(tmp_path), "--input", str(tmp_path / "posts.csv"))
+    assert r.returncode == 2
+    assert "not a trained model folder (no config.yaml)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
+
+
+def test_killed_predict_leaves_no_file_behind(trained, tmp_path):
+    out, *_ = trained
+    _posts_csv(tmp_path / "posts.csv")  # all 150 bundled posts, one per batch
+    cmd = [sys.executable, "-m", "nli_tune.predict", "--model", str(out / "model")]
+    cmd += ["--input", str(tmp_path / "posts.csv"), "--output", str(tmp_path / "s.csv")]
+    proc = subprocess.Popen([*cmd, "--batch-posts", "1"], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "scored 1/150 posts" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
