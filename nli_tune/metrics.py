@@ -124,3 +124,37 @@ def evidence_hit_at_1(data, top_unit: np.ndarray) -> float:
     cols = np.broadcast_to(np.arange(data.post_labels.shape[1]), rows.shape)
     hits = data.annotated[top_unit[rows], cols[rows]]
     return float(hits.mean())
+
+
+def corrected_ttest(a: np.ndarray, b: np.ndarray, test_train_ratio: float) -> dict[str, float]:
+    """Nadeau and Bengio's corrected resampled t-test on paired per-fold scores a - b.
+
+    CV folds share most of their training posts, so the fold differences are correlated and
+    the plain paired t-test is over-confident; the correction inflates the variance of the
+    mean difference from s^2 / K to (1 / K + n_test / n_train) s^2. With K post-grouped
+    folds, n_test / n_train = 1 / (K - 1). Returns the mean difference, its 95% interval,
+    t, the degrees of freedom (K - 1) and the two-sided p-value (NaN where every fold
+    difference is equal: nothing to test).
+    """
+    from scipy import stats
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    k = len(d)
+    if k < 2:
+        raise ValueError(f"corrected t-test needs >= 2 folds, got {k}")
+    mean, var = float(d.mean()), float(d.var(ddof=1))
+    se = float(np.sqrt((1 / k + test_train_ratio) * var))
+    df = k - 1
+    if se == 0:
+        nan = float("nan")
+        return {"difference": mean, "ci_low": mean, "ci_high": mean, "t": nan, "df": df, "p": nan}
+    t = mean / se
+    half = float(stats.t.ppf(0.975, df)) * se
+    return {
+        "difference": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "t": float(t),
+        "df": df,
+        "p": float(2 * stats.t.sf(abs(t), df)),
+    }

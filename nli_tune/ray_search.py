@@ -19,6 +19,7 @@ from nli_tune.errors import UserError
 from nli_tune.space import SearchSpace
 
 METRIC, MODE = "cv_macro_f1", "max"
+EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
 IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
 
 
@@ -106,13 +107,17 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from nli_tune.progress import ProgressLines
     from nli_tune.tracking import MlflowTrialCallback
     from nli_tune.tune_trial import ReleaseWorkerGroups, run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t
     search_id, identity = resolve_search_id(space, fingerprint, run_dir, args.resume)
+    t0 = time.time()
     ray = start_ray(args, env)
+    if not args.quiet:
+        print(f"Ray started in {time.time() - t0:.0f}s", flush=True)
     try:
         resources = ray.cluster_resources()
         max_concurrent = concurrency(space, resources)
@@ -147,6 +152,11 @@ def run_search(
             {"cpu": space.driver_cpus},
         )
         exp_path = f"{storage}/{space.name}"
+        progress = (
+            []
+            if args.quiet
+            else [ProgressLines(space.num_samples, list(space.params), base.epochs)]
+        )
         if args.resume:
             tuner = tune.Tuner.restore(
                 exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -182,8 +192,8 @@ def run_search(
                 run_config=tune.RunConfig(
                     storage_path=storage,
                     name=space.name,
-                    verbose=1,
-                    callbacks=[mlflow_cb, ReleaseWorkerGroups()],
+                    verbose=0,  # ProgressLines below: one line per trial event instead
+                    callbacks=[mlflow_cb, ReleaseWorkerGroups(), *progress],
                 ),
             )
         try:
@@ -319,11 +329,11 @@ def _sweep_orphan_placement_groups() -> None:
 
 def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
-    from nli_tune.tracking import epoch_status
+    from nli_tune.tracking import absolute_uri, epoch_status
 
     run_ids = mlflow_cb.trial_runs()
     base_epochs = space.trial_config({}).epochs
-    rows = []
+    rows, history = [], []
     for result in grid:
         m = result.metrics or {}
         tid = m.get("trial_id") or Path(result.path).name
@@ -341,12 +351,15 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
             "status": status,
             "mlflow_run_id": run_ids.get(tid, ""),
         }
+        row |= {k: v for k, v in m.items() if k.startswith("cv_f1_")}
         rows.append((row, result))
+        history.append(_epoch_history(result, tid, space.folds))
     table = pd.DataFrame([r for r, _ in rows])
     # "cv_rank", not "rank": `rank` is also a searchable param (the DoRA rank).
     table["cv_rank"] = table["cv_macro_f1"].rank(ascending=False, method="min")
     table = table.sort_values(["cv_rank", "trial_id"], na_position="last")
     table.to_csv(run_dir / "cv_results.csv", index=False)
+    pd.concat(history, ignore_index=True).to_csv(run_dir / EPOCHS_FILE, index=False)
 
     ranked = [(r, res) for r, res in rows if r["cv_macro_f1"] is not None and not res.error]
     if not ranked:
@@ -363,6 +376,7 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
         "epochs_run": int(best_row["epochs"]),
         "seed": space.seed,
         "data_fingerprint": fingerprint[:16],
+        "mlflow_uri": absolute_uri(mlflow_cb.uri),
         "mlflow_parent_run_id": mlflow_cb.parent_id,
         "mlflow_run_id": best_row["mlflow_run_id"],
     }
@@ -371,9 +385,22 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
     client.log_artifact(mlflow_cb.parent_id, str(space.source))
     client.log_artifact(mlflow_cb.parent_id, str(run_dir / "best_config.yaml"))
     client.log_artifact(mlflow_cb.parent_id, str(run_dir / "cv_results.csv"))
+    client.log_artifact(mlflow_cb.parent_id, str(run_dir / EPOCHS_FILE))
     client.log_metric(mlflow_cb.parent_id, "best_cv_macro_f1", search_meta["cv_macro_f1"])
     client.set_terminated(mlflow_cb.parent_id, "FINISHED")
     return {"params": params} | search_meta
+
+
+def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:
+    """One row per epoch a trial reported: the cross-fold numbers ASHA judged it on."""
+    cols = ["epoch", METRIC, "cv_macro_f1_std", "cv_roc_auc"]
+    cols += [f"fold{k}_macro_f1" for k in range(folds)]
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or "epoch" not in frame:
+        return pd.DataFrame(columns=["trial_id", *cols])
+    frame = frame.reindex(columns=cols).dropna(subset=["epoch"])
+    frame = frame.drop_duplicates("epoch", keep="last")  # a resumed trial re-reports one
+    return frame.assign(trial_id=trial_id, epoch=frame["epoch"].astype(int))[["trial_id", *cols]]
 
 
 def _plain(value):

@@ -42,7 +42,7 @@ def parse_args(argv):
         description="Search fine-tuning setups with Ray Tune + Optuna; each trial trains K "
         "post-grouped CV folds in parallel (Ray Train) and ASHA stops weak trials "
         "on the cross-fold mean macro-F1. Writes OUTPUT/<name>/best_config.yaml "
-        "and cv_results.csv and logs every trial to MLflow.",
+        "cv_results.csv, epochs.csv and report.html and logs every trial to MLflow.",
     )
     p.add_argument(
         "--space",
@@ -81,6 +81,16 @@ def parse_args(argv):
         "--mlflow-uri",
         default="sqlite:///mlflow.db",
         help="MLflow tracking URI (default sqlite:///mlflow.db in this folder)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress lines (trial starts, epochs, ends; timings of long steps)",
+    )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip OUTPUT/<name>/report.html (`python -m nli_tune.report` writes it later)",
     )
     p.add_argument(
         "--no-dashboard",
@@ -170,19 +180,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Every unit kind a trial can get is segmented, located and tokenized once, here.
     kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
+    say = (lambda *a, **k: None) if args.quiet else print
     tables = {}
     for kind in kinds:
+        t0 = time.time()
         table, report = build_units(data, kind, base.window_sentences, base.window_stride)
         tables[kind] = table
-        print(f"units '{kind}': {len(table)}; {report.line()}", flush=True)
+        say(f"units '{kind}': {len(table)} ({time.time() - t0:.1f}s); {report.line()}", flush=True)
     # The driver loads each model once (one layer): that fills the conversion cache before
     # workers race for it, fails early on a model that cannot load, and tokenizes every unit
     # exactly once. All trials share these tokens, so searched models must agree on them.
     models = list(dict.fromkeys(space.params.get("model", {}).get("choice") or [base.model]))
     shared_units, fmt = None, None
     for model in models:
+        t0 = time.time()
+        say(f"loading {model} (converts and caches the 270M weights on first use)...", flush=True)
         _, tokenizer = load_backbone(model, num_layers=1)
+        t1 = time.time()
         these = {kind: tokenize_units(tokenizer, t) for kind, t in tables.items()}
+        say(
+            f"  loaded in {t1 - t0:.1f}s; tokenized every unit once in {time.time() - t1:.1f}s",
+            flush=True,
+        )
         this_fmt = pair_format(tokenizer)
         if fmt is not None and (this_fmt != fmt or not _same_tokens(these, shared_units)):
             raise UserError(
@@ -228,6 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {run_dir / 'best_config.yaml'} and {run_dir / 'cv_results.csv'} ({minutes:.1f} min)"
     )
+    if not args.no_report:
+        from nli_tune.report import build_report
+
+        t0 = time.time()
+        try:
+            page = build_report(run_dir)
+            print(f"report:    {page} ({time.time() - t0:.0f}s; also in the MLflow parent run)")
+        except Exception as err:  # the search's results are exported: do not lose them
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            print(
+                f"warning: the report failed ({type(err).__name__}: {first}); the search's "
+                f"results are complete. Retry: python -m nli_tune.report {run_dir}",
+                file=sys.stderr,
+            )
     print(f"train it:  python -m nli_tune.train --config {run_dir / 'best_config.yaml'}")
     print(f"MLflow:    mlflow ui --backend-store-uri {args.mlflow_uri}")
     return 0

@@ -9,6 +9,7 @@ Only ids, params, metrics and counts are logged, never post text.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -21,6 +22,15 @@ def epoch_status(epochs_run: int, config: dict[str, Any], default_epochs: int) -
     come from its config), else 'stopped early'. cv_results and MLflow both label by it."""
     own = int(config.get("epochs", default_epochs))
     return "completed" if epochs_run >= own else "stopped early"
+
+
+def absolute_uri(uri: str) -> str:
+    """A sqlite URI with an absolute path (`sqlite:///mlflow.db` is relative to the working
+    folder), so that exports still find the store from elsewhere; others unchanged."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return uri
+    return prefix + str(Path(uri[len(prefix) :]).resolve())
 
 
 def _client(uri: str):

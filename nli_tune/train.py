@@ -20,21 +20,19 @@ import sys
 import time
 from dataclasses import asdict
 
-import numpy as np
-import pandas as pd
-import torch
-
 from nli_tune.baselines import majority_baseline, tfidf_scores
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.data import load_redsm5
-from nli_tune.encoding import UnitData, assemble, pair_format, tokenize_units
-from nli_tune.errors import UserError, run_cli
+from nli_tune.device import add_device_args, select_device
+from nli_tune.encoding import assemble, pair_format, tokenize_units
+from nli_tune.errors import run_cli
 from nli_tune.evidence import build_units
 from nli_tune.folds import split_test
 from nli_tune.metrics import bootstrap_macro_f1, classification_metrics, interval, post_metrics
 from nli_tune.model import build_model, parameter_counts, save_model
 from nli_tune.outputs import atomic_dir
-from nli_tune.trainer import FoldTrainer, PostScores, autocast_dtype
+from nli_tune.scoring import evidence_table
+from nli_tune.trainer import FoldTrainer, autocast_dtype
 
 
 def parse_args(argv):
@@ -59,12 +57,8 @@ def parse_args(argv):
         help="ReDSM5 folder; overrides the config's data_dir "
         "(default: the bundled synthetic sample)",
     )
-    p.add_argument(
-        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
-    )
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
-    )
+    add_device_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     return p.parse_args(argv)
 
 
@@ -74,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(raw, source=str(args.config))  # {} -> the defaults
     if args.data_dir:
         cfg.data_dir = args.data_dir
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = select_device(args)
     started = time.perf_counter()
 
     data = load_redsm5(cfg.data_dir)
@@ -103,18 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     table, report = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
     print(report.line(), flush=True)
+    t0 = time.perf_counter()
+    print("loading the model (the first run converts and caches the 270M weights)...", flush=True)
     model, tokenizer = build_model(cfg)
     counts = parameter_counts(model)
     amp = autocast_dtype(cfg.precision, device)
     print(
-        f"trainable params {counts['trainable_params']:,} of {counts['total_params']:,}  "
+        f"  loaded in {time.perf_counter() - t0:.1f}s; trainable params "
+        f"{counts['trainable_params']:,} of {counts['total_params']:,}  "
         f"precision {'bf16 autocast' if amp else 'fp32'}",
         flush=True,
     )
     fmt = pair_format(tokenizer)
+    t0 = time.perf_counter()
+    tokens = tokenize_units(tokenizer, table)
+    print(f"tokenized {len(table)} units in {time.perf_counter() - t0:.1f}s", flush=True)
     all_units = assemble(
         table,
-        tokenize_units(tokenizer, table),
+        tokens,
         fmt,
         pairs,
         cfg.max_length,
@@ -128,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = FoldTrainer(
         cfg, model, train_data, None, device, log=lambda msg: print(msg, flush=True)
     )
-    trainer.progress_lines = 4
+    bar = _EpochBar(cfg.epochs, enabled=not args.quiet)
+    trainer.on_step = bar.step
     print(
         f"units: {cfg.unit}; {len(trainer.train)} in {len(trainer.train.posts)} fitted posts "
         f"({len(trainer.positives)} evidence, {trainer.n_hard} annotated absences), "
@@ -138,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def on_epoch(m: dict) -> None:
+        if args.quiet:
+            return
         print(
             f"  epoch {m['epoch']}/{cfg.epochs}  loss {m['train_loss']:.4f}  "
             f"{m['tokens_per_s']:.0f} tok/s  {m['epoch_seconds']:.0f}s",
@@ -189,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": counts | {"precision": "bf16" if amp else "fp32", "device": str(device)},
         "units": {"train": len(trainer.train), "test": len(test_data)},
         "config": cfg.to_dict(),
+        # The search that exported this config (its best trial and MLflow run), if any: the
+        # search report finds this run by it.
+        "search": raw.get("search") if isinstance(raw.get("search"), dict) else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
     with atomic_dir(args.output) as out:
@@ -229,27 +231,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def evidence_table(
-    data: UnitData, scored: PostScores, scores: np.ndarray, decisions: np.ndarray
-) -> pd.DataFrame:
-    """predictions.csv: per (post, criterion) the calibrated score, the decision and the
-    evidence unit shown for it: its number among the post's units and its character span
-    in the post (never its text)."""
-    number = np.zeros(len(data), np.int64)  # a unit's position among its post's units
-    seen: dict[int, int] = {}
-    for u in np.flatnonzero(~data.external):
-        post = int(data.post_index[u])
-        number[u] = seen.get(post, 0)
-        seen[post] = number[u] + 1
-    top = scored.top_unit.ravel()
-    frame = data.pairs_frame()
-    return frame.assign(
-        score=scores.round(6),
-        decision=decisions.astype(int),
-        evidence_unit=number[top],
-        evidence_start=data.starts[top],
-        evidence_end=data.ends[top],
-    )
+class _EpochBar:
+    """A tqdm progress bar per epoch (on stderr): batches done, running loss, tokens/s."""
+
+    def __init__(self, epochs: int, enabled: bool):
+        self.epochs, self.enabled, self.bar = epochs, enabled, None
+
+    def step(self, m: dict) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            desc = f"epoch {m['epoch']}/{self.epochs}"
+            # Redrawn in place on a terminal; into a log file only every 30 s.
+            every = 0.5 if sys.stderr.isatty() else 30
+            self.bar = tqdm(
+                total=m["steps"], desc=desc, unit="batch", leave=False, mininterval=every
+            )
+        self.bar.set_postfix(
+            loss=f"{m['loss']:.4f}", tok_s=f"{m['tokens_per_s']:.0f}", refresh=False
+        )
+        self.bar.update(1)
+        if m["step"] == m["steps"]:
+            self.bar.close()
+            self.bar = None
 
 
 def _warn_fingerprint(search_meta, fingerprint: str) -> None:

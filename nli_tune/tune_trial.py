@@ -21,6 +21,8 @@ import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
 
+from nli_tune.data import criterion_keys
+
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
     "val_macro_f1",
@@ -34,6 +36,7 @@ FOLD_METRICS = (
     "best_val_macro_f1",
     "tokens_per_s",
 )
+CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F1 per criterion
 
 
 @ray.remote(num_cpus=0)
@@ -90,6 +93,11 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
         "cv_roc_auc_within": _nanmean([m["val_roc_auc_within"] for m in by_fold]),
         "cv_evidence_hit_at_1": _nanmean([m["val_evidence_hit_at_1"] for m in by_fold]),
         "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
+    }
+    # Per-criterion F1, averaged over folds only (the report's per-criterion view).
+    out |= {
+        f"cv_{name[4:]}": _nanmean([m.get(name, np.nan) for m in by_fold])
+        for name in CRITERION_METRICS
     }
     for m in by_fold:
         k = m["fold"]
@@ -189,7 +197,8 @@ def fold_worker(loop_config: dict) -> None:
             "epoch": metrics["epoch"],
             "stopped_early": bool(metrics["stopped_early"]),
         }
-        payload |= {name: float(metrics.get(name, float("nan"))) for name in FOLD_METRICS}
+        names = FOLD_METRICS + CRITERION_METRICS
+        payload |= {name: float(metrics.get(name, float("nan"))) for name in names}
         if not save:
             ray.train.report(payload)
             return

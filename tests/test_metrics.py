@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 from sklearn.metrics import f1_score
 
-from nli_tune.metrics import bootstrap_macro_f1, interval
+from nli_tune.metrics import bootstrap_macro_f1, corrected_ttest, interval
 
 
 def _pairs(n_posts: int, seed: int = 0):
@@ -45,3 +46,24 @@ def test_perfect_and_identical_predictions():
     assert interval(s["a"] - s["b"]) == [0.0, 0.0]  # same resamples: a paired difference
     again = bootstrap_macro_f1(labels, {"a": pred}, groups)["a"]
     assert np.array_equal(again, s["a"])  # deterministic per seed
+
+
+def test_corrected_ttest_matches_a_hand_computed_case():
+    # d = (0.05, 0.06, 0.01): mean 0.04, s^2 = (0.01^2 + 0.02^2 + 0.03^2) / 2 = 7e-4;
+    # 3 folds: corrected variance (1/3 + 1/2) * 7e-4, se = 0.0241523, t = 1.656157, df 2.
+    # Student t with 2 df: P(T <= t) = 1/2 + t / (2 sqrt(2 + t^2)) -> p = 0.239530;
+    # t(0.975, 2) = 4.302653 -> half-width 0.103918.
+    out = corrected_ttest([0.70, 0.72, 0.68], [0.65, 0.66, 0.67], 1 / 2)
+    assert out["difference"] == pytest.approx(0.04)
+    assert out["t"] == pytest.approx(1.656157, abs=1e-5)
+    assert out["df"] == 2
+    assert out["p"] == pytest.approx(0.239530, abs=1e-5)
+    assert out["ci_low"] == pytest.approx(0.04 - 0.103918, abs=1e-5)
+    assert out["ci_high"] == pytest.approx(0.04 + 0.103918, abs=1e-5)
+    # The correction matters: the plain paired t-test (ratio 0) is more confident.
+    assert corrected_ttest([0.70, 0.72, 0.68], [0.65, 0.66, 0.67], 0.0)["p"] < out["p"]
+
+
+def test_corrected_ttest_with_equal_differences_has_no_p_value():
+    out = corrected_ttest([0.5, 0.75], [0.25, 0.5], 1.0)
+    assert out["difference"] == 0.25 and np.isnan(out["p"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from mlflow import MlflowClient
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.config import TrainConfig
+from tests.browser import browser_page, free_port, server, shoot
 from tests.test_train import assert_no_post_text, run_train
 
 SMOKE = {
@@ -138,6 +140,25 @@ def test_smoke_cv_results_match_mlflow(smoke):
         assert run.data.tags["status"] == "completed"
 
 
+def test_progress_lines_follow_every_trial(smoke):
+    tmp, stdout = smoke
+    table = pd.read_csv(tmp / "outputs" / "smoke" / "cv_results.csv")
+    client, _, _ = _runs(tmp, "smoke")
+    assert "Trial status:" not in stdout  # Ray's wide table is replaced by these lines
+    for row in table.itertuples():
+        mine = [ln for ln in stdout.splitlines() if re.match(rf"\[\d/2\] {row.trial_id} ", ln)]
+        start = mine[0].split("] ")[1]
+        assert start.startswith(f"{row.trial_id} start  ")
+        assert f"pooling={row.pooling}" in start and f"lr={row.lr:.3g}" in start
+        history = client.get_metric_history(row.mlflow_run_id, "cv_macro_f1")
+        epochs = [ln for ln in mine if " epoch " in ln]
+        assert [ln.split(" epoch ")[1].split()[0] for ln in epochs] == ["1/2", "2/2"]
+        for line, metric in zip(epochs, history, strict=True):
+            assert f"cv macro-F1 {metric.value:.3f} ± " in line
+        assert mine[-1].endswith(f"completed after 2 epochs: cv macro-F1 {row.cv_macro_f1:.3f}")
+        assert all(len(ln) <= 100 for ln in mine[1:])
+
+
 def test_best_config_is_the_top_trial_and_trains(smoke):
     tmp, stdout = smoke
     run_dir = tmp / "outputs" / "smoke"
@@ -150,12 +171,76 @@ def test_best_config_is_the_top_trial_and_trains(smoke):
     assert len(best["search"]["fold_macro_f1"]) == 2 and best["search"]["data_fingerprint"]
     assert TrainConfig.from_file(run_dir / "best_config.yaml").model == "tiny-random"
     assert f"cv macro-F1 {top['cv_macro_f1']:.4f}" in stdout
-    r = run_train("--config", str(run_dir / "best_config.yaml"), "--output", str(tmp / "final"))
+    final = tmp / "outputs" / "final"  # train's default place beside the search's folder
+    r = run_train("--config", str(run_dir / "best_config.yaml"), "--output", str(final))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (
-        json.loads((tmp / "final" / "metrics.json").read_text())["config"]["pooling"]
-        == (best["pooling"])
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["config"]["pooling"] == best["pooling"]
+    # The report finds the final run by the search's id and shows its held-out numbers.
+    r = subprocess.run(
+        [sys.executable, "-m", "nli_tune.report", str(run_dir), "--no-mlflow"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (run_dir / "report.html").read_text()
+    assert f"Final model on the {metrics['data']['test_posts']} held-out test posts" in page
+    cells = re.findall(r"<td>(\d+)</td>", page.split('class="confusion"')[1].split("</table>")[0])
+    assert sum(map(int, cells)) == metrics["data"]["test_pairs"]
+    assert f"{metrics['test']['macro_f1']:.3f}" in page
+
+
+def test_report_is_written_and_logged_to_the_parent_run(smoke):
+    tmp, stdout = smoke
+    run_dir = tmp / "outputs" / "smoke"
+    page = (run_dir / "report.html").read_text()
+    table = pd.read_csv(run_dir / "cv_results.csv")
+    for tid in table["trial_id"]:
+        assert f"<td>{tid}</td>" in page
+    assert "report:" in stdout and str(run_dir / "report.html") in stdout
+    client, parents, children = _runs(tmp, "smoke")
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"report.html", "report", "epochs.csv", "cv_results.csv"} <= logged
+    pngs = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/epochs.png" in pngs and "report/folds.png" in pngs
+    # epochs.csv: every trial's per-epoch cross-fold score, as MLflow has it
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    by_trial = dict(zip(table["trial_id"], table["mlflow_run_id"], strict=True))
+    for tid, part in epochs.groupby("trial_id"):
+        history = client.get_metric_history(by_trial[tid], "cv_macro_f1")
+        assert list(part["epoch"]) == [m.step for m in history]
+        assert list(part["cv_macro_f1"]) == pytest.approx([m.value for m in history])
+
+
+def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
+    tmp, _ = smoke
+    client, parents, children = _runs(tmp, "smoke")
+    parent = parents[0]
+    exp = parent.info.experiment_id
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    cmd = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    with server(cmd, f"http://127.0.0.1:{port}/", tmp_path / "mlflow.log", 180) as url:
+        with browser_page() as page:
+            page.goto(f"{url}#/experiments/{exp}/runs")
+            page.get_by_text(parent.info.run_name).wait_for(timeout=60_000)
+            # nested runs sit under the parent: its row's expander shows them
+            row = page.locator(".ag-row", has_text=parent.info.run_name)
+            row.locator("button").first.click()
+            for child in children:
+                page.get_by_text(child.info.run_name, exact=True).wait_for(timeout=30_000)
+            text = shoot(page, tmp_path / "mlflow_runs.png")
+            assert f"{1 + len(children)} matching runs" in text
+            for child in children:
+                page.goto(f"{url}#/experiments/{exp}/runs/{child.info.run_id}")
+                page.get_by_text("cv_macro_f1", exact=True).first.wait_for(timeout=60_000)
+                text = shoot(page, tmp_path / f"mlflow_{child.info.run_id}.png")
+                value = child.data.metrics["cv_macro_f1"]
+                shown = text.split("cv_macro_f1", 1)[1].split()[0]
+                assert float(shown) == pytest.approx(value, abs=1e-3)
+                assert f"Parent run\n{parent.info.run_name}" in text
 
 
 def test_no_post_text_in_search_outputs_or_mlflow(smoke):
@@ -174,6 +259,62 @@ def test_dashboard_answers_with_token(smoke):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200 and "ray_version" in json.loads(resp.read())
+
+
+def _wait_for(check, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while not (value := check()):
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+    return value
+
+
+def test_ray_dashboard_lists_the_running_trial(tmp_path, ray_address):
+    space = _space(tmp_path, "dash", num_samples=1, fixed=SMOKE["fixed"] | {"epochs": 3})
+    log = tmp_path / "search.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            _search_cmd(tmp_path, space, ray_address), cwd=tmp_path, stdout=out, stderr=out
+        )
+    try:
+        line = _wait_for(
+            lambda: next(
+                (x for x in log.read_text().splitlines() if x.startswith("Ray dashboard: http")),
+                None,
+            ),
+            300,
+            "the dashboard line",
+        )
+        url = line.split()[2]
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+
+        def trial_alive() -> bool:
+            req = urllib.request.Request(
+                url + "/api/v0/actors?detail=1&limit=1000",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                actors = json.loads(resp.read())["data"]["result"]["result"]
+            return any(a["class_name"] == "ImplicitFunc" and a["state"] == "ALIVE" for a in actors)
+
+        _wait_for(trial_alive, 300, "the trial's actor")
+        with browser_page() as page:
+            # The browser way in: the token as the dashboard's login cookie.
+            page.context.add_cookies(
+                [{"name": "ray-authentication-token", "value": token, "url": url}]
+            )
+            page.goto(url + "/#/actors")
+            page.get_by_label("repr").fill("run_trial")  # the trial's Tune actor
+            page.get_by_text("ImplicitFunc").first.wait_for(timeout=60_000)
+            text = shoot(page, tmp_path / "ray_actors.png")
+            assert "run_trial" in text
+            page.goto(url + "/#/jobs")
+            page.get_by_text("nli_tune.search", exact=False).first.wait_for(timeout=60_000)
+            shoot(page, tmp_path / "ray_jobs.png")
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _learner_then_loser(tmp: Path, name: str, num_samples: int, epochs: int) -> Path:
@@ -321,8 +462,11 @@ def test_storage_flag_puts_tune_and_train_state_where_all_nodes_reach_it(tmp_pat
     """Multi-node Ray Train refuses local checkpoint paths, so a cluster search passes a
     shared --storage (s3:// or NFS); here a second local folder stands in for it."""
     shared = tmp_path / "shared"
+    shared.mkdir()  # a shared mount exists before the search; a missing one is an error
     space = _space(tmp_path, "store", num_samples=1)
-    _search(tmp_path, space, ray_address, "--storage", str(shared))
+    out = _search(tmp_path, space, ray_address, "--storage", str(shared), "--quiet")
+    assert not re.search(r"\] \w+ (start|epoch|completed)", out)  # --quiet: no progress
+    assert "best config: cv macro-F1" in out  # but the result itself
     run_dir = tmp_path / "outputs" / "store"
     assert (run_dir / "cv_results.csv").exists() and not (run_dir / "ray").exists()
     assert len(list((shared / "store").glob("*/result.json"))) == 1  # the Tune trial

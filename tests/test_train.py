@@ -3,18 +3,16 @@ the default run in the README and by bench)."""
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.data import load_redsm5
 from nli_tune.evidence import post_spans
 from nli_tune.folds import split_test
+from tests.conftest import run_train
 
 
 def _sentences(text: str) -> list[str]:
@@ -31,40 +29,14 @@ def assert_no_post_text(root: Path, data_dir: Path) -> None:
             assert not any(sentence in b for b in blobs), f"post text leaked: {sentence[:40]}"
 
 
-def run_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m nli_tune.train ARGS` in a subprocess, output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "nli_tune.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
-    cfg = {
-        "model": "tiny-random",
-        "num_layers": None,
-        "max_length": 96,
-        "epochs": 1,
-        "batch_size": 32,
-        "seed": 3,
-    }
-    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    out = tmp / "out"
-    r = run_train("--config", str(tmp / "cfg.yaml"), "--output", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out, r.stdout
-
-
 def test_outputs_and_numbers(trained):
-    out, stdout = trained
+    out, stdout, stderr = trained
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["macro_f1"] <= 1.0
     assert {"majority", "tfidf_logreg"} <= set(metrics["baselines"])
     assert "majority-class macro-F1" in stdout and "TF-IDF + logistic regression" in stdout
+    assert re.search(r"epoch 1/1  loss \d\.\d{4}", stdout)  # the epoch's line
+    assert re.search(r"epoch 1/1: +\d+%\|.*\| \d+/\d+ \[", stderr)  # its progress bar
     lo, hi = metrics["test"]["macro_f1_ci95"]
     assert lo <= metrics["test"]["macro_f1"] <= hi and lo < hi
     lo, hi = metrics["baselines"]["tfidf_logreg"]["macro_f1_ci95"]
@@ -106,7 +78,7 @@ def test_outputs_and_numbers(trained):
 
 
 def test_no_post_text_written(trained):
-    out, stdout = trained
+    out, stdout, stderr = trained
     assert_no_post_text(out, SAMPLE_DIR)
     for text in load_redsm5(SAMPLE_DIR).posts["text"]:
         assert not any(s in stdout for s in _sentences(text))

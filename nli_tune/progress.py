@@ -1,0 +1,66 @@
+"""One compact line per trial event while a search runs (Ray's own 30-second status table
+is too wide and too noisy to follow on 80 columns): a trial's start with its sampled
+params, each epoch's cross-fold macro-F1, and how it ended. Runs in the driver as a Tune
+callback; prints numbers and params only."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray import tune
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+class ProgressLines(tune.Callback):
+    def __init__(self, num_samples: int, params: list[str], default_epochs: int, say=print):
+        self.num_samples, self.params = num_samples, params
+        self.default_epochs = default_epochs
+        self.say = say
+        self.started = time.time()
+        self.index: dict[str, int] = {}  # trial_id -> 1-based order of first sight
+
+    def _tag(self, trial) -> str:
+        n = self.index.setdefault(trial.trial_id, len(self.index) + 1)
+        width = len(str(self.num_samples))
+        return f"[{n:>{width}}/{self.num_samples}] {trial.trial_id}"
+
+    def _clock(self) -> str:
+        minutes, seconds = divmod(int(time.time() - self.started), 60)
+        return f"{minutes}m{seconds:02d}s"
+
+    def _epochs(self, trial) -> int:
+        return int((trial.config or {}).get("epochs", self.default_epochs))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        params = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.params)
+        self.say(f"{self._tag(trial)} start  {params}  ({self._clock()})", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "cv_macro_f1" not in result:
+            return
+        self.say(
+            f"{self._tag(trial)} epoch {int(result['epoch'])}/{self._epochs(trial)}  "
+            f"cv macro-F1 {result['cv_macro_f1']:.3f} ± {result.get('cv_macro_f1_std', 0):.3f}"
+            f"  ROC-AUC {result.get('cv_roc_auc', float('nan')):.3f}  ({self._clock()})",
+            flush=True,
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        epochs = int(last.get("epoch", 0))
+        how = "completed" if epochs >= self._epochs(trial) else "stopped early (ASHA)"
+        score = last.get("cv_macro_f1")
+        tail = f": cv macro-F1 {score:.3f}" if score is not None else ""
+        unit = "epoch" if epochs == 1 else "epochs"
+        self.say(f"{self._tag(trial)} {how} after {epochs} {unit}{tail}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = str(getattr(trial, "error_msg", "") or "").strip().splitlines()
+        first = error[-1] if error else "see the trial's log"
+        self.say(f"{self._tag(trial)} FAILED: {first[:120]}", flush=True)

@@ -1,0 +1,155 @@
+"""The search report: which setup is best, by how much, is the difference real, and what
+did the final model do on held-out posts. One self-contained HTML page from the files the
+search (and `train`) already wrote.
+
+    python -m nli_tune.report outputs/<name> [--final outputs/final]
+
+Writes outputs/<name>/report.html (plots embedded as PNG, no network) and the PNGs under
+outputs/<name>/report/, and logs them to the search's parent MLflow run. Fold scores of
+two setups are compared with Nadeau and Bengio's corrected resampled t-test (CV folds
+share training posts, so a plain paired t-test is over-confident). The reference rows (the
+majority class, TF-IDF + one logistic regression per criterion) are computed here on the
+search's own folds. Ids, numbers and plots only: never post text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from nli_tune.errors import UserError, run_cli
+from nli_tune.outputs import atomic_dir
+from nli_tune.report_data import SearchFiles, load_search, ranked, reference_rows
+from nli_tune.report_page import render
+from nli_tune.report_plots import (
+    criterion_f1_plot,
+    epoch_curves_plot,
+    fold_spread_plot,
+    optuna_plots,
+    rebuild_study,
+)
+
+REPORT_FILE = "report.html"
+PLOTS_DIR = "report"
+
+
+def find_final(files: SearchFiles, final: str | None) -> Path | None:
+    """The `train` output for this search's best config: --final, or outputs/final or
+    <run>/final where its metrics.json names this search's best trial."""
+    if final is not None:
+        path = Path(final)
+        if not (path / "metrics.json").is_file():
+            raise UserError(f"--final {path}: no metrics.json (pass the folder train wrote)")
+        return path
+    for path in (files.run_dir / "final", files.run_dir.parent / "final"):
+        metrics = path / "metrics.json"
+        if metrics.is_file():
+            search = json.loads(metrics.read_text()).get("search") or {}
+            same = search.get("trial_id") == files.search.get("trial_id")
+            if same and search.get("mlflow_parent_run_id") == files.search.get(
+                "mlflow_parent_run_id"
+            ):
+                return path
+    return None
+
+
+def final_section(path: Path) -> dict:
+    """Held-out test numbers of the final model, its confusion matrix and threshold."""
+    metrics = json.loads((path / "metrics.json").read_text())
+    preds = pd.read_csv(path / "predictions.csv")
+    y, d = preds["label"].to_numpy(), preds["decision"].to_numpy()
+    confusion = [[int(((y == a) & (d == b)).sum()) for b in (0, 1)] for a in (0, 1)]
+    test = metrics["test"]
+    per_criterion = {k[3:]: v for k, v in test.items() if k.startswith("f1_") and k != "f1_matched"}
+    return {
+        "path": str(path),
+        "test": test,
+        "tfidf": metrics["baselines"]["tfidf_logreg"],
+        "majority": metrics["baselines"]["majority"],
+        "difference": metrics["model_minus_tfidf"],
+        "confusion": confusion,
+        "per_criterion": per_criterion,
+        "threshold": metrics["calibration"]["threshold"],
+        "how": metrics["calibration"].get("how", metrics["calibration"]["method"]),
+        "test_posts": metrics["data"]["test_posts"],
+    }
+
+
+def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool = True) -> Path:
+    """Write report.html and the PNGs into the run folder; return the page's path."""
+    files = load_search(run_dir)
+    final_dir = find_final(files, final)
+    table = ranked(files)
+    refs = reference_rows(files)
+    final_data = final_section(final_dir) if final_dir is not None else None
+    plots_dir = files.run_dir / PLOTS_DIR
+    with atomic_dir(plots_dir) as tmp:
+        images: dict[str, Path] = {}
+        if len(table):
+            images["fold scores per trial"] = fold_spread_plot(table, files.k, tmp / "folds.png")
+            images["cv macro-F1 per epoch"] = epoch_curves_plot(
+                files.epochs, files.results, tmp / "epochs.png"
+            )
+            study = rebuild_study(files.results, files.space)
+            for name, path in optuna_plots(study, tmp).items():
+                images[f"hyper-parameter {name}"] = path
+            crit = {c[6:]: float(table.iloc[0][c]) for c in table if c.startswith("cv_f1_")}
+            if crit:
+                images["per-criterion F1 of the best trial"] = criterion_f1_plot(
+                    crit, "Best trial: F1 per criterion (mean over folds)", tmp / "criteria.png"
+                )
+        if final_data is not None:
+            images["per-criterion F1 of the final model"] = criterion_f1_plot(
+                final_data["per_criterion"],
+                "Final model: test F1 per criterion",
+                tmp / "final_criteria.png",
+            )
+        page = render(files, refs, final_data, images)
+    out = files.run_dir / REPORT_FILE
+    tmp_page = out.with_name(f".{REPORT_FILE}.tmp")
+    # Images are embedded from the temp folder's copies; the folder is now in place.
+    tmp_page.write_text(page, encoding="utf-8")
+    tmp_page.replace(out)
+    if log_mlflow:
+        log_to_mlflow(files, out)
+    return out
+
+
+def log_to_mlflow(files: SearchFiles, page: Path) -> None:
+    """Attach the page and the PNGs to the search's parent MLflow run."""
+    uri, run_id = files.search.get("mlflow_uri"), files.search.get("mlflow_parent_run_id")
+    if not uri or not run_id:
+        print("note: best_config.yaml names no MLflow run: the report was not logged")
+        return
+    from nli_tune.tracking import _client
+
+    client = _client(uri)
+    client.log_artifact(run_id, str(page))
+    client.log_artifacts(run_id, str(files.run_dir / PLOTS_DIR), artifact_path=PLOTS_DIR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.report",
+        description="Write OUTPUT/<name>/report.html for a finished search: trials ranked by "
+        "cv macro-F1, corrected t-tests of the best against the next four, majority and "
+        "TF-IDF on the same folds, plots, and the final model's test numbers when "
+        "`train` ran on the exported config. Logs it to the search's MLflow parent run.",
+    )
+    p.add_argument("run_dir", help="the search's output folder, e.g. outputs/pooling")
+    p.add_argument("--final", help="the folder `train` wrote (default: found by the search id)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    args = p.parse_args(argv)
+    out = build_report(args.run_dir, args.final, not args.no_mlflow)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(run_cli(main))

@@ -1,0 +1,193 @@
+"""The report page: one self-contained HTML file (plots embedded as base64 PNG, inline
+CSS, no JavaScript, no network). Numbers and ids only: never post text."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nli_tune.metrics import corrected_ttest
+from nli_tune.report_data import SearchFiles, ablations, comparisons, ranked, verdict
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _num(value, digits: int = 3) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+    return "—" if np.isnan(v) else f"{v:.{digits}f}"
+
+
+def _param(value) -> str:
+    """A searched value as the space wrote it: 8, not 8.0 (a failed row's NaN makes pandas
+    read the column as floats); 0.00121 for a float."""
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return ""
+        return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: dict) -> str:
+    table, params = ranked(files), list(files.space.params)
+    k = files.k
+    rows = []
+    for i, (_, r) in enumerate(table.iterrows(), 1):
+        folds = " ".join(_num(v) for v in files.fold_scores(r))
+        rows.append(
+            [str(i), html.escape(str(r["trial_id"]))]
+            + [_param(r[p]) for p in params]
+            + [
+                f"{_num(r['cv_macro_f1'])} ± {_num(r['cv_macro_f1_std'])}",
+                folds,
+                _num(r["cv_roc_auc"]),
+                str(int(r["epochs"])),
+                html.escape(str(r["status"])),
+            ]
+        )
+    failed = files.results[files.results["cv_macro_f1"].isna()]
+    for _, r in failed.iterrows():
+        rows.append(
+            ["—", html.escape(str(r["trial_id"]))]
+            + ["" for _ in params]
+            + ["—", "", "", str(int(r["epochs"])), html.escape(str(r["status"]))]
+        )
+    ranked_html = _table(
+        [
+            "rank",
+            "trial",
+            *params,
+            "cv macro-F1 (mean ± std)",
+            f"{k} folds",
+            "cv ROC-AUC",
+            "epochs",
+            "status",
+        ],
+        rows,
+        "ranked",
+    )
+
+    tests = comparisons(files)
+    best = table.iloc[0] if len(table) else None
+    test_rows = [
+        [
+            html.escape(str(t["trial_id"])),
+            f"{t['difference']:+.3f}",
+            f"{t['ci_low']:+.3f} to {t['ci_high']:+.3f}",
+            _num(t["p"]),
+            f'<span class="verdict">{html.escape(t["sentence"])}</span>',
+        ]
+        for t in tests
+    ]
+    best_scores = files.fold_scores(best) if best is not None else None
+    ref_rows = []
+    for _, r in refs.iterrows():
+        scores = np.asarray(r["fold_macro_f1"], dtype=float)
+        row = [
+            html.escape(r["setup"]),
+            f"{scores.mean():.3f} ± {scores.std():.3f}",
+            " ".join(_num(v) for v in scores),
+            _num(r["cv_roc_auc"]),
+        ]
+        if best_scores is not None:
+            t = corrected_ttest(best_scores, scores, 1 / (k - 1))
+            row.append(
+                f"{t['difference']:+.3f} ({t['ci_low']:+.3f} to {t['ci_high']:+.3f}), "
+                f"p {_num(t['p'])}: {html.escape(verdict(t, k))}"
+            )
+        ref_rows.append(row)
+    parts = [
+        f"<h1>Search report: {html.escape(files.space.name)}</h1>",
+        f"<p>{len(files.results)} trials, {k} post-grouped CV folds, "
+        f"{len(files.folds.get('test', []))} test posts held out from the search; data "
+        f"fingerprint {html.escape(str(files.search.get('data_fingerprint', '?')))}. Best "
+        f"trial: <b>{html.escape(str(files.search.get('trial_id', '?')))}</b> "
+        f"(cv macro-F1 {_num(files.search.get('cv_macro_f1'))}).</p>",
+        "<h2>Trials, ranked by cross-fold macro-F1</h2>",
+        ranked_html,
+        "<h2>Is the best trial really better?</h2>",
+        f"<p>Corrected resampled t-test (Nadeau and Bengio) on the paired fold scores; "
+        f"with {k} folds the test/train ratio is 1/{k - 1}. Difference = best − other; a trial "
+        f"ASHA stopped is compared at its last epoch.</p>",
+        _table(["other trial", "difference", "95% interval", "p", "reading"], test_rows, "ttest")
+        if test_rows
+        else "<p>Only one scored trial: nothing to compare.</p>",
+        "<h2>Reference rows on the same folds</h2>",
+        _table(
+            ["setup", "macro-F1 (mean ± std)", f"{k} folds", "cv ROC-AUC", "best trial minus this"],
+            ref_rows,
+            "refs",
+        ),
+    ]
+    for key, frame in ablations(files):
+        parts.append(f"<h3>Searched switch: {html.escape(key)} (best trial per value)</h3>")
+        parts.append(_table(list(frame.columns), [[_num(v) for v in r] for r in frame.values]))
+    parts.append("<h2>Plots</h2>")
+    parts += [_img(p, alt) for alt, p in images.items()]
+    if final is not None:
+        parts.append(final_html(final))
+    else:
+        parts.append(
+            "<h2>Final model</h2><p>No <code>train</code> output for this search's best config "
+            "found (run <code>python -m nli_tune.train --config "
+            f"{html.escape(str(files.run_dir / 'best_config.yaml'))}</code>, or "
+            "pass <code>--final DIR</code>).</p>"
+        )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}"
+        "th{background:#f0f0f0}figure{margin:1em 0}img{max-width:100%}"
+    )
+    body = "\n".join(parts)
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>nli_tune '
+        f"report: {html.escape(files.space.name)}</title><style>{style}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def final_html(final: dict) -> str:
+    t, tf, diff = final["test"], final["tfidf"], final["difference"]
+    lo, hi = t["macro_f1_ci95"]
+    (tn, fp), (fn, tp) = final["confusion"]
+    rows = [
+        ["final model", _num(t["macro_f1"]), f"{lo:.3f}-{hi:.3f}", _num(t["roc_auc"])],
+        [
+            "TF-IDF + logistic regression",
+            _num(tf["macro_f1"]),
+            "{:.3f}-{:.3f}".format(*tf["macro_f1_ci95"]),
+            _num(tf["roc_auc"]),
+        ],
+        ["majority class", _num(final["majority"]["macro_f1"]), "", ""],
+    ]
+    return "\n".join(
+        [
+            f"<h2>Final model on the {final['test_posts']} held-out test posts</h2>",
+            f"<p>From {html.escape(final['path'])}. Intervals: 95% bootstrap over posts.</p>",
+            _table(["", "test macro-F1", "95% interval", "ROC-AUC"], rows, "final"),
+            f"<p>Model minus TF-IDF: {diff['macro_f1_difference']:+.3f} macro-F1 (95% interval "
+            f"{diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f}).</p>",
+            f"<p>Decision threshold {final['threshold']:.3f}: {html.escape(final['how'])}.</p>",
+            _table(
+                ["", "decided unmatched", "decided matched"],
+                [["unmatched", str(tn), str(fp)], ["matched", str(fn), str(tp)]],
+                "confusion",
+            ),
+        ]
+    )

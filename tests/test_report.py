@@ -1,0 +1,185 @@
+"""The search report on a hand-made search folder (no Ray): ranking, corrected t-tests,
+reference rows on the same folds, the rebuilt Optuna study and the embedded plots."""
+
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from nli_tune import SAMPLE_DIR, SPACES_DIR
+from nli_tune.baselines import tfidf_scores
+from nli_tune.config import TrainConfig
+from nli_tune.data import criterion_keys, load_redsm5
+from nli_tune.folds import make_folds
+from nli_tune.metrics import classification_metrics, corrected_ttest
+from nli_tune.report import build_report
+from nli_tune.report_data import load_search, verdict
+from nli_tune.report_plots import rebuild_study
+from tests.browser import browser_page, free_port, server, shoot
+
+# trial_id, pooling, aggregate, rank, lr, batch_size, fold scores, epochs, status
+TRIALS = [
+    ("t1", "mean", "max", 8, 1.2e-3, 16, (0.70, 0.72, 0.68), 4, "completed"),
+    ("t2", "cls", "lse", 4, 6.0e-4, 8, (0.69, 0.66, 0.67), 4, "completed"),
+    ("t3", "max", "topk", 16, 1.9e-3, 16, (0.60, 0.55, 0.58), 2, "stopped early"),
+    ("t4", "attention", "attention", 8, 9.0e-4, 8, (0.52, 0.50, 0.51), 1, "stopped early"),
+    ("t5", "mean", "topk", 4, 1.5e-3, 16, (0.71, 0.64, 0.66), 4, "completed"),
+    ("t6", "cls", "max", 16, 7.0e-4, 8, (0.45, 0.47, 0.50), 1, "stopped early"),
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search") / "pooling"
+    root.mkdir()
+    data = load_redsm5(SAMPLE_DIR)
+    make_folds(data.pairs(), 3, 0.15, 0).save(root / "folds.json")
+    space = yaml.safe_load((SPACES_DIR / "pooling.yaml").read_text())
+    space["params"] = {
+        "pooling": {"choice": ["mean", "cls", "max", "attention"]},
+        "aggregate": {"choice": ["max", "lse", "topk", "attention"]},
+        "rank": {"choice": [4, 8, 16]},
+        "lr": {"loguniform": [5.0e-4, 2.0e-3]},
+        "batch_size": {"choice": [8, 16]},
+    }
+    space.pop("points_to_evaluate", None)
+    space["fixed"].pop("batch_size", None)
+    (root / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    rows, epochs = [], []
+    for i, (tid, pool, agg, rank, lr, bs, folds, n_ep, status) in enumerate(TRIALS):
+        row = {"trial_id": tid, "pooling": pool, "aggregate": agg, "rank": rank, "lr": lr}
+        row |= {"batch_size": bs, **{f"fold{k}_macro_f1": v for k, v in enumerate(folds)}}
+        row |= {"cv_macro_f1": np.mean(folds), "cv_macro_f1_std": np.std(folds)}
+        row |= {"cv_roc_auc": 0.6 + 0.01 * i, "epochs": n_ep, "status": status}
+        row |= {f"cv_f1_{key}": 0.1 * (j % 7) for j, key in enumerate(criterion_keys())}
+        rows.append(row)
+        for e in range(1, n_ep + 1):
+            epochs.append(
+                {"trial_id": tid, "epoch": e, "cv_macro_f1": np.mean(folds) - 0.02 * (n_ep - e)}
+            )
+    rows.append({"trial_id": "t7", "pooling": "max", "epochs": 0, "status": "failed"})
+    pd.DataFrame(rows).to_csv(root / "cv_results.csv", index=False)
+    pd.DataFrame(epochs).to_csv(root / "epochs.csv", index=False)
+    meta = {"trial_id": "t1", "cv_macro_f1": float(np.mean(TRIALS[0][6])), "data_fingerprint": "ab"}
+    TrainConfig().save(root / "best_config.yaml", metadata={"search": meta})
+    build_report(root, log_mlflow=False)
+    return root
+
+
+def _cells(page: str, table_class: str) -> list[list[str]]:
+    body = re.search(rf'<table class="{table_class}">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td>(.*?)</td>", r, re.S)] for r in rows
+    ]
+
+
+def test_trials_are_ranked_with_every_fold_and_the_failed_one_last(run_dir):
+    page = (run_dir / "report.html").read_text()
+    rows = _cells(page, "ranked")
+    order = sorted(TRIALS, key=lambda t: -np.mean(t[6]))
+    assert [r[1] for r in rows] == [t[0] for t in order] + ["t7"]
+    first = rows[0]
+    assert "0.700 ± 0.016" in first and "0.700 0.720 0.680" in first and "completed" in first
+    assert first[2:7] == ["mean", "max", "8", "0.0012", "16"]  # as sampled, not 8.0
+    assert rows[-1][-1] == "failed"
+
+
+def test_best_against_the_next_four_uses_the_corrected_ttest(run_dir):
+    rows = _cells((run_dir / "report.html").read_text(), "ttest")
+    order = sorted(TRIALS, key=lambda t: -np.mean(t[6]))
+    assert [r[0] for r in rows] == [t[0] for t in order[1:5]]
+    for row, other in zip(rows, order[1:5], strict=True):
+        t = corrected_ttest(order[0][6], other[6], 1 / 2)
+        assert row[1] == f"{t['difference']:+.3f}" and row[3] == f"{t['p']:.3f}"
+        assert row[4] == verdict(t, 3)
+    # t1 vs t2 is hand-computed in test_metrics: p = 0.24, not distinguishable on 3 folds
+    assert rows[0][4] == "not distinguishable on these 3 folds"
+
+
+def test_reference_rows_are_computed_on_the_searchs_folds(run_dir):
+    files = load_search(run_dir)
+    data = load_redsm5(SAMPLE_DIR)
+    pairs = data.pairs()
+    val_posts = set(files.folds["folds"][0])
+    train = pairs[~pairs["post_id"].isin(val_posts | set(files.folds["test"]))]
+    val = pairs[pairs["post_id"].isin(val_posts)].reset_index(drop=True)
+    scores = tfidf_scores(data.texts(), train.reset_index(drop=True), val, 0)
+    f1 = classification_metrics(val["label"].to_numpy(), scores)["macro_f1"]
+    rows = _cells((run_dir / "report.html").read_text(), "refs")
+    tfidf = next(r for r in rows if r[0].startswith("TF-IDF"))
+    assert tfidf[2].split()[0] == f"{f1:.3f}"
+    majority = next(r for r in rows if r[0] == "majority class")
+    assert float(majority[1].split()[0]) < 0.5
+
+
+def test_rebuilt_study_matches_the_cv_results(run_dir):
+    files = load_search(run_dir)
+    study = rebuild_study(files.results, files.space)
+    assert len(study.trials) == len(TRIALS)  # the failed trial has no score
+    by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
+    for tid, pool, agg, rank, lr, bs, folds, *_ in TRIALS:
+        t = by_id[tid]
+        assert t.value == pytest.approx(np.mean(folds))
+        assert t.params == {
+            "pooling": pool,
+            "aggregate": agg,
+            "rank": rank,
+            "lr": lr,
+            "batch_size": bs,
+        }
+    assert study.best_trial.user_attrs["trial_id"] == "t1"
+
+
+def test_every_plot_is_embedded_and_written(run_dir):
+    page = (run_dir / "report.html").read_text()
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert set(images) == {
+        "fold scores per trial",
+        "cv macro-F1 per epoch",
+        "hyper-parameter importance",
+        "hyper-parameter parallel",
+        "per-criterion F1 of the best trial",
+    }
+    pngs = {p.name for p in (run_dir / "report").iterdir()}
+    assert pngs == {
+        "folds.png",
+        "epochs.png",
+        "importance.png",
+        "parallel_coordinates.png",
+        "criteria.png",
+    }
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert (
+        "No <code>train</code> output" in page
+    )  # no final model yet: the page says how to get one
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    cmd += ["--directory", str(run_dir)]
+    with server(cmd, f"http://127.0.0.1:{port}/", tmp_path / "http.log") as url:
+        with browser_page() as page:
+            page.goto(url + "report.html")
+            text = shoot(page, tmp_path / "report.png")
+            assert page.locator("table.ranked tbody tr").count() == len(TRIALS) + 1
+            assert "not distinguishable on these 3 folds" in text
+            assert "TF-IDF + logistic regression" in text
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => e.complete && e.naturalWidth > 0)"
+            )
+            assert images == [True] * 5  # every plot decoded and drawn
+
+
+def test_rebuilt_study_covers_points_outside_the_sampled_ranges(run_dir):
+    # points_to_evaluate may fix a value the space never samples (tests use lr 1e-12)
+    files = load_search(run_dir)
+    results = files.results.copy()
+    results.loc[results["trial_id"] == "t6", "lr"] = 1e-12
+    study = rebuild_study(results, files.space)
+    lone = next(t for t in study.trials if t.user_attrs["trial_id"] == "t6")
+    assert lone.params["lr"] == 1e-12 and len(study.trials) == len(TRIALS)
