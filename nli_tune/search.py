@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -123,10 +124,18 @@ def prepare(args) -> tuple[SearchSpace, Path]:
             f"(MLflow's file store is gone)"
         )
     run_dir = Path(args.output).resolve() / space.name
+    check_writable(Path(args.output), "--output")
     if args.storage is None:
         args.storage = str(run_dir / "ray")
     elif "://" not in args.storage:
-        args.storage = str(Path(args.storage).resolve())
+        storage = Path(args.storage).resolve()
+        if not storage.is_dir():
+            raise UserError(
+                f"--storage {args.storage}: no such folder; on a cluster it is the shared "
+                f"mount every node reaches (mount it, or create it if it is local)"
+            )
+        check_writable(storage, "--storage")
+        args.storage = str(storage)
     ran_before = _experiment_exists(args.storage, space.name)
     if args.resume and not ran_before:
         raise UserError(f"--resume: no search to resume in {run_dir} (run without --resume)")
@@ -136,6 +145,25 @@ def prepare(args) -> tuple[SearchSpace, Path]:
             f"or --output elsewhere / remove the folder to start afresh"
         )
     return space, run_dir
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail before Ray starts, and before anything is written, where `path` (or the folder
+    it would be created in) cannot take files: by writing and removing a probe file, which
+    also catches read-only file systems, where permission bits look fine to root."""
+    existing = path.resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nli_tune-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(
+            f"{flag} {path}: cannot write in {existing} ({err.strerror}); pick a writable folder"
+        ) from None
 
 
 def _experiment_exists(storage: str, name: str) -> bool:

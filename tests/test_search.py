@@ -481,6 +481,33 @@ def test_storage_flag_puts_tune_and_train_state_where_all_nodes_reach_it(tmp_pat
     assert again.returncode == 2 and "pass --resume to continue it" in again.stderr
 
 
+@pytest.mark.parametrize("trouble", ["output under a file", "read-only output", "no storage"])
+def test_disk_trouble_exits_2_before_ray_starts_and_writes_nothing(tmp_path, trouble):
+    (tmp_path / "a_file").write_text("x")
+    space = _space(tmp_path, "disk", num_samples=1)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    if trouble == "output under a file":
+        flags, message = ["--output", str(tmp_path / "a_file" / "out")], "is a file, not a folder"
+    elif trouble == "read-only output":
+        if os.geteuid() == 0:  # root writes through permission bits: use a read-only fs
+            target = Path("/proc/nli-tune-out")
+        else:
+            target = tmp_path / "ro" / "out"
+            target.parent.mkdir()
+            target.parent.chmod(0o555)
+            before.append("ro")
+        flags, message = ["--output", str(target)], "cannot write in"
+    else:
+        flags, message = ["--storage", str(tmp_path / "missing")], "no such folder"
+    cmd = [sys.executable, "-m", "nli_tune.search", "--space", str(space), *flags]
+    cmd += ["--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "Ray" not in r.stdout and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no outputs, no mlflow.db
+
+
 def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
     from nli_tune.errors import UserError
     from nli_tune.ray_search import resolve_search_id, save_search_id
