@@ -24,6 +24,22 @@ def run_predict(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _predict_posts(out, tmp_path, *flags, post_ids=None, source=SAMPLE_DIR):
+    """Write the posts to tmp/in/posts.csv and predict them into tmp/out/scores.csv."""
+    (tmp_path / "in").mkdir()
+    posts = _posts_csv(tmp_path / "in" / "posts.csv", post_ids, source)
+    r = run_predict(
+        "--model",
+        str(out / "model"),
+        "--input",
+        str(tmp_path / "in" / "posts.csv"),
+        "--output",
+        str(tmp_path / "out" / "scores.csv"),
+        *flags,
+    )
+    return posts, r
+
+
 def _posts_csv(path, post_ids=None, source=SAMPLE_DIR):
     posts = load_redsm5(source).posts
     if post_ids is not None:
@@ -35,18 +51,7 @@ def _posts_csv(path, post_ids=None, source=SAMPLE_DIR):
 def test_predict_reproduces_train_test_scores_in_batches(trained, tmp_path):
     out, *_ = trained
     preds = pd.read_csv(out / "predictions.csv")
-    (tmp_path / "in").mkdir()
-    _posts_csv(tmp_path / "in" / "posts.csv", preds["post_id"])
-    r = run_predict(
-        "--model",
-        str(out / "model"),
-        "--input",
-        str(tmp_path / "in" / "posts.csv"),
-        "--output",
-        str(tmp_path / "out" / "scores.csv"),
-        "--batch-posts",
-        "5",
-    )
+    _, r = _predict_posts(out, tmp_path, "--batch-posts", "5", post_ids=preds["post_id"])
     assert r.returncode == 0, r.stderr[-2000:]
     n = preds["post_id"].nunique()
     progress = [line for line in r.stdout.splitlines() if "posts/s" in line]
@@ -69,27 +74,17 @@ def test_predict_reproduces_train_test_scores_in_batches(trained, tmp_path):
 
 def test_predict_scores_the_public_sample(trained, real_sample, tmp_path):
     out, *_ = trained
-    (tmp_path / "in").mkdir()
-    posts = _posts_csv(tmp_path / "in" / "posts.csv", source=real_sample)
-    r = run_predict(
-        "--model",
-        str(out / "model"),
-        "--input",
-        str(tmp_path / "in" / "posts.csv"),
-        "--output",
-        str(tmp_path / "o" / "scores.csv"),
-        "--quiet",
-    )
+    posts, r = _predict_posts(out, tmp_path, "--quiet", source=real_sample)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout == ""
-    scores = pd.read_csv(tmp_path / "o" / "scores.csv")
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert len(posts) == 17 and len(scores) == 153
     assert set(scores["post_id"].astype(str)) == set(posts["post_id"])
     assert scores["score"].between(0, 1).all()
     texts = dict(zip(posts["post_id"], posts["text"], strict=True))
     for row in scores.itertuples():
         assert 0 <= row.evidence_start < row.evidence_end <= len(texts[str(row.post_id)])
-    assert_no_post_text(tmp_path / "o", real_sample)
+    assert_no_post_text(tmp_path / "out", real_sample)
 
 
 @pytest.mark.parametrize(
