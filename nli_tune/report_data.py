@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nli_tune.baselines import tfidf_scores
+from nli_tune.baselines import majority_baseline, tfidf_scores
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.errors import UserError
 from nli_tune.metrics import classification_metrics, corrected_ttest
@@ -106,10 +106,10 @@ def reference_rows(files: SearchFiles) -> pd.DataFrame:
             train = pairs[pairs["post_id"].isin(train_posts)].reset_index(drop=True)
             val = pairs[pairs["post_id"].isin(set(val_posts))].reset_index(drop=True)
             if name == "majority class":
-                scores = np.full(len(val), float(train["label"].mean() >= 0.5))
+                m = majority_baseline(train, val)
             else:
                 scores = tfidf_scores(texts, train, val, files.best.seed)
-            m = classification_metrics(val["label"].to_numpy(), scores)
+                m = classification_metrics(val["label"].to_numpy(), scores)
             f1s.append(m["macro_f1"])
             aucs.append(m["roc_auc"])
         rows.append({"setup": name, "fold_macro_f1": f1s, "cv_roc_auc": float(np.nanmean(aucs))})
