@@ -24,6 +24,7 @@ class ProgressLines(tune.Callback):
         self.say = say
         self.started = time.time()
         self.index: dict[str, int] = {}  # trial_id -> 1-based order of first sight
+        self.failures: dict[str, int] = {}  # trial_id -> worker failures already told
 
     def _tag(self, trial) -> str:
         n = self.index.setdefault(trial.trial_id, len(self.index) + 1)
@@ -44,6 +45,15 @@ class ProgressLines(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "cv_macro_f1" not in result:
             return
+        failures = int(result.get("worker_failures", 0))
+        if failures > self.failures.get(trial.trial_id, 0):
+            self.failures[trial.trial_id] = failures
+            self.say(
+                f"{self._tag(trial)} recovered: Ray Train restarted its fold workers from "
+                f"the last epoch checkpoint ({failures} failure(s); last: "
+                f"{str(result.get('last_worker_failure', ''))[:80]})",
+                flush=True,
+            )
         self.say(
             f"{self._tag(trial)} epoch {int(result['epoch'])}/{self._epochs(trial)}  "
             f"cv macro-F1 {result['cv_macro_f1']:.3f} ± {result.get('cv_macro_f1_std', 0):.3f}"
@@ -61,6 +71,6 @@ class ProgressLines(tune.Callback):
         self.say(f"{self._tag(trial)} {how} after {epochs} {unit}{tail}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = str(getattr(trial, "error_msg", "") or "").strip().splitlines()
-        first = error[-1] if error else "see the trial's log"
-        self.say(f"{self._tag(trial)} FAILED: {first[:120]}", flush=True)
+        from nli_tune.tune_trial import failure_line, trial_error_text
+
+        self.say(f"{self._tag(trial)} FAILED: {failure_line(trial_error_text(trial))}", flush=True)

@@ -330,6 +330,7 @@ def _sweep_orphan_placement_groups() -> None:
 def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
     from nli_tune.tracking import absolute_uri, epoch_status
+    from nli_tune.tune_trial import failure_line
 
     run_ids = mlflow_cb.trial_runs()
     base_epochs = space.trial_config({}).epochs
@@ -350,6 +351,7 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
             "epochs": epochs,
             "status": status,
             "mlflow_run_id": run_ids.get(tid, ""),
+            "error": failure_line(str(result.error)) if result.error else "",
         }
         row |= {k: v for k, v in m.items() if k.startswith("cv_f1_")}
         rows.append((row, result))

@@ -259,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             args,
             data.fingerprint,
             # What the environment already sets wins (e.g. a longer start-up timeout):
-            # runtime_env would otherwise overwrite it in every trial and worker.
-            {key: os.environ.get(key, value) for key, value in RAY_ENV.items()},
+            # runtime_env would otherwise overwrite it in every trial and worker. NLI_TUNE_*
+            # variables reach the workers too, on any cluster.
+            {key: os.environ.get(key, value) for key, value in RAY_ENV.items()}
+            | {key: value for key, value in os.environ.items() if key.startswith("NLI_TUNE_")},
         )
     except SearchInterrupted as stop:
         print(f"\n{stop}", file=sys.stderr)

@@ -151,7 +151,7 @@ class MlflowTrialCallback(tune.Callback):
         self.run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         rid, step = self.run_id(trial), int(result["epoch"])
         if step <= self._last_step.get(trial.trial_id, 0):
@@ -163,7 +163,13 @@ class MlflowTrialCallback(tune.Callback):
             if (k.startswith(("cv_", "fold")) or k == "folds_stopped")
             and isinstance(v, int | float)
         ]
-        self.client.log_batch(rid, metrics=metrics)
+        tags = []
+        if result.get("worker_failures"):  # Ray Train restarted the folds: say so on the run
+            tags = [
+                RunTag("worker_failures", str(int(result["worker_failures"]))),
+                RunTag("last_worker_failure", str(result.get("last_worker_failure", ""))[:500]),
+            ]
+        self.client.log_batch(rid, metrics=metrics, tags=tags)
         self._last_step[trial.trial_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -172,10 +178,15 @@ class MlflowTrialCallback(tune.Callback):
         self._finish(trial, status, "FINISHED", epochs)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "failed", "FAILED", int((trial.last_result or {}).get("epoch", 0)))
+        from nli_tune.tune_trial import failure_line, trial_error_text
 
-    def _finish(self, trial, status: str, mlflow_status: str, epochs: int) -> None:
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        self._finish(trial, "failed", "FAILED", epochs, error=failure_line(trial_error_text(trial)))
+
+    def _finish(self, trial, status: str, mlflow_status: str, epochs: int, error: str = "") -> None:
         rid = self.run_id(trial)
+        if error:
+            self.client.set_tag(rid, "error", error)
         self.client.set_tag(rid, "status", status)
         self.client.set_tag(rid, "epochs_run", str(epochs))
         self.client.set_terminated(rid, mlflow_status)

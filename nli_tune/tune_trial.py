@@ -10,6 +10,7 @@ ASHA stops computes no epoch beyond the one it was judged on.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -37,6 +38,43 @@ FOLD_METRICS = (
     "tokens_per_s",
 )
 CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F1 per criterion
+# Test-only fault injection, read by the fold workers: "KEY=VALUE" makes fold 0 of every
+# trial whose config has that value raise before it trains (tests of failure handling).
+INJECT_ERROR_ENV = "NLI_TUNE_INJECT_ERROR"
+
+
+class TrialFailed(RuntimeError):
+    """A trial's folds failed beyond Ray Train's retries; the message is one line."""
+
+
+def error_line(exc: BaseException) -> str:
+    """'Type: first line' of a worker's error (the user's own exception, not Ray's
+    wrapper, whose text starts with the task name and a traceback)."""
+    cause = getattr(exc, "cause", None)  # RayTaskError carries the worker's exception
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def trial_error_text(trial) -> str:
+    """A failed Tune trial's error text: its local error file, which Tune writes before it
+    calls callbacks (the copy in storage comes later)."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    return trial.get_error() or ""
+
+
+def failure_line(error_text: str | None) -> str:
+    """The line worth showing from a failed trial's error text (Tune's error file): the
+    TrialFailed message where there is one, else the text's last line, which in a Python
+    traceback names the exception."""
+    lines = [ln.strip() for ln in (error_text or "").strip().splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "TrialFailed: " in line:
+            return line.split("TrialFailed: ", 1)[1][:300]
+    return lines[-1][:300] if lines else "unknown error (see the trial's log)"
 
 
 @ray.remote(num_cpus=0)
@@ -164,6 +202,12 @@ class GateCallback(ray.train.UserCallback):
     def after_report(self, run_context, metrics, checkpoint):
         self.gate.push.remote(aggregate(metrics))  # no ray.get: the controller is async
 
+    def after_exception(self, run_context, worker_exceptions):
+        # A worker raised or died (killed, OOM, node lost): Ray Train restarts the group
+        # from the last checkpoint, up to max_failures times. The trial says so in its runs.
+        rank, err = min(worker_exceptions.items(), key=lambda item: item[0])
+        self.gate.push.remote({"failure": f"fold {rank}: {error_line(err)}"})
+
 
 def fold_worker(loop_config: dict) -> None:
     """Ray Train worker: rank k trains CV fold k with the one-fold trainer."""
@@ -187,6 +231,7 @@ def fold_worker(loop_config: dict) -> None:
         table, tokens, shared["format"], shared["pairs"], cfg.max_length, cfg.pair_order, cfg.unit
     )
     train_posts, val_posts = shared["plan"].fold(k)
+    _maybe_inject_error(loop_config["train_config"], k)
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")
     trainer = FoldTrainer(cfg, model, data.subset(train_posts), data.subset(val_posts), device)
     gate = loop_config["gate"]
@@ -225,6 +270,15 @@ def fold_worker(loop_config: dict) -> None:
         report(metrics, True)
         if trainer.state.epoch < cfg.epochs:
             ray.get(gate.wait_allowed.remote(trainer.state.epoch))
+
+
+def _maybe_inject_error(config: dict, fold: int) -> None:
+    spec = os.environ.get(INJECT_ERROR_ENV)
+    if not spec or fold != 0:
+        return
+    key, _, value = spec.partition("=")
+    if str(config.get(key)) == value:
+        raise RuntimeError(f"injected by {INJECT_ERROR_ENV}={spec} (a test of failed trials)")
 
 
 def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
@@ -269,7 +323,11 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
 
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
+    failures: list[str] = []  # worker failures Ray Train recovered from (or not), in order
     while (item := ray.get(gate.pop.remote())) is not None:
+        if "failure" in item:
+            failures.append(item["failure"])
+            continue
         # The group's id rides along so the driver can free it once Tune ends the trial
         # (read every epoch: a restarted worker group has a new one).
         worker_pg = ray.get(gate.worker_pg.remote())
@@ -279,11 +337,15 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
             # finishing would take that for a crash and start a new group nobody frees
             # (seen: it held the CPUs the next trial's workers waited for).
             thread.join()
-        tune.report(item | {"worker_pg": worker_pg})  # returns when Tune wants the next epoch
+        item |= {"worker_pg": worker_pg, "worker_failures": len(failures)}
+        if failures:
+            item["last_worker_failure"] = failures[-1]
+        tune.report(item)  # returns when Tune wants the next epoch
         gate.allow.remote(item["epoch"])
     thread.join()
     try:
         release_placement_group(ray.get(gate.worker_pg.remote()))
     finally:
-        if failure:
-            raise failure[0]  # the training error matters more than a clean-up error
+        if failure:  # the training error matters more than a clean-up error
+            first = failures[-1] if failures else error_line(failure[0])
+            raise TrialFailed(f"{first} (after {len(failures)} worker failure(s))") from failure[0]

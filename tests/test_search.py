@@ -69,13 +69,16 @@ def _search_cmd(tmp: Path, space: Path, address: str, *extra: str) -> list[str]:
     ]
 
 
-def _search(tmp: Path, space: Path, address: str, *extra: str, wait: bool = True):
+def _search(
+    tmp: Path, space: Path, address: str, *extra: str, wait: bool = True, env: dict | None = None
+):
     cmd = _search_cmd(tmp, space, address, *extra)
+    env = os.environ | (env or {})
     if not wait:
         return subprocess.Popen(
-            cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
-    r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return r.stdout
 

@@ -1,0 +1,94 @@
+"""Faults a cluster really has, injected into real searches (tiny-random, local Ray): a
+fold worker killed mid-trial, a trial whose fold raises. Numbers are checked afterwards:
+rows, statuses, epochs, MLflow runs and their metric histories."""
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.test_search import SMOKE, _runs, _search, _space
+
+
+def _worker_pids() -> list[int]:
+    """Live Ray Train fold workers on this machine (Ray titles actor processes
+    `ray::RayTrainWorker...`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::RayTrainWorker"):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory, ray_address):
+    """One search of two trials, one at a time: trial 1's fold worker is SIGKILLed once the
+    trial has reported epoch 1; trial 2's fold 0 raises (injected) on every attempt."""
+    tmp = tmp_path_factory.mktemp("faults")
+    points = [{"pooling": "mean", "lr": 5e-3}, {"pooling": "attention", "lr": 5e-3}]
+    fixed = SMOKE["fixed"] | {"epochs": 4, "patience": 0}
+    space = _space(tmp, "faults", points_to_evaluate=points, fixed=fixed)
+    env = {"NLI_TUNE_INJECT_ERROR": "pooling=attention"}
+    proc = _search(tmp, space, ray_address, wait=False, env=env)
+    exp_dir = tmp / "outputs" / "faults" / "ray" / "faults"
+    killed, deadline = None, time.time() + 600
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        reported = [len(p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")]
+        pids = _worker_pids()
+        if reported == [1] and pids:  # trial 1 is into epoch 2; trial 2 has not started
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=900)
+    assert killed, "no fold worker was killed: " + out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    return tmp, out
+
+
+def test_killed_fold_worker_resumes_from_its_checkpoint(faults):
+    tmp, out = faults
+    table = pd.read_csv(tmp / "outputs" / "faults" / "cv_results.csv")
+    row = table[table["pooling"] == "mean"].iloc[0]
+    assert row["status"] == "completed" and row["epochs"] == 4
+    assert all(0 <= row[f"fold{k}_macro_f1"] <= 1 for k in range(2))
+    client, _, children = _runs(tmp, "faults")
+    run = next(c for c in children if c.info.run_id == row["mlflow_run_id"])
+    for name in ("cv_macro_f1", "fold0_macro_f1", "fold1_macro_f1"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert steps == [1, 2, 3, 4], (name, steps)  # resumed, not restarted or inflated
+    assert run.data.tags["worker_failures"] == "1"
+    assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
+    epochs = pd.read_csv(tmp / "outputs" / "faults" / "epochs.csv")
+    assert sorted(epochs[epochs["trial_id"] == row["trial_id"]]["epoch"]) == [1, 2, 3, 4]
+    assert re.search(rf"{row['trial_id']} recovered: Ray Train restarted its fold workers", out)
+
+
+def test_failing_trial_is_recorded_and_the_search_goes_on(faults):
+    tmp, out = faults
+    run_dir = tmp / "outputs" / "faults"
+    table = pd.read_csv(run_dir / "cv_results.csv")
+    assert len(table) == 2
+    bad = table[table["pooling"] == "attention"].iloc[0]
+    assert bad["status"] == "failed"
+    assert bad["error"].startswith("fold 0: RuntimeError: injected by NLI_TUNE_INJECT_ERROR")
+    assert "\n" not in bad["error"]
+    client, parents, children = _runs(tmp, "faults")
+    assert len(parents) == 1 and len(children) == 2
+    run = next(c for c in children if c.info.run_id == bad["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["status"] == "failed"
+    assert run.data.tags["error"] == bad["error"]
+    assert f"{bad['trial_id']} FAILED: fold 0: RuntimeError: injected" in out
+    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
+    assert best["pooling"] == "mean"  # the best of the rest
+    assert parents[0].info.status == "FINISHED"
