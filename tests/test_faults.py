@@ -92,3 +92,38 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(faults):
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     assert best["pooling"] == "mean"  # the best of the rest
     assert parents[0].info.status == "FINISHED"
+
+
+def test_killed_driver_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
+    """SIGKILL of the search (as by the OOM killer) once one trial has finished, then the
+    same command with --resume: every trial exactly once, in cv_results and in MLflow."""
+    space = _space(tmp_path, "resume", num_samples=3)
+    proc = _search(tmp_path, space, ray_address, wait=False)
+    exp_dir = tmp_path / "outputs" / "resume" / "ray" / "resume"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        epochs = [len(p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")]
+        if max(epochs, default=0) >= 2:  # one trial has reported both its epochs
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (tmp_path / "outputs" / "resume" / "cv_results.csv").exists()
+    finished_before = {
+        p.parent.name.split("_")[2]
+        for p in exp_dir.glob("*/result.json")
+        if len(p.read_text().splitlines()) >= 2
+    }
+
+    _search(tmp_path, space, ray_address, "--resume")
+    table = pd.read_csv(tmp_path / "outputs" / "resume" / "cv_results.csv")
+    assert len(table) == 3 and set(table["status"]) == {"completed"}
+    client, parents, children = _runs(tmp_path, "resume")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
+    assert set(table["mlflow_run_id"]) == {c.info.run_id for c in children}
+    for c in children:  # no epoch logged twice
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "cv_macro_f1")]
+        assert steps == [1, 2], steps
+    assert finished_before <= set(table["trial_id"])

@@ -403,31 +403,6 @@ def test_end_of_search_sweep_keeps_other_jobs_placement_groups(ray_address):
         ray.shutdown()
 
 
-def test_interrupt_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
-    space = _space(tmp_path, "resume", num_samples=3)
-    proc = _search(tmp_path, space, ray_address, wait=False)
-    exp_dir = tmp_path / "outputs" / "resume" / "ray" / "resume"
-    # Ctrl-C once one trial has finished (2 epochs reported).
-    out = _interrupt_when(proc, exp_dir, lambda epochs: max(epochs, default=0) >= 2)
-    assert "--resume" in out and not (tmp_path / "outputs" / "resume" / "cv_results.csv").exists()
-    finished_before = {
-        p.parent.name.split("_")[2]
-        for p in exp_dir.glob("*/result.json")
-        if len(p.read_text().splitlines()) >= 2
-    }
-
-    _search(tmp_path, space, ray_address, "--resume")
-    table = pd.read_csv(tmp_path / "outputs" / "resume" / "cv_results.csv")
-    assert len(table) == 3 and set(table["status"]) == {"completed"}
-    client, parents, children = _runs(tmp_path, "resume")
-    assert len(parents) == 1 and len(children) == 3
-    assert set(table["mlflow_run_id"]) == {c.info.run_id for c in children}
-    for c in children:  # no epoch logged twice, none rerun
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "cv_macro_f1")]
-        assert steps == [1, 2], steps
-    assert finished_before <= set(table["trial_id"])
-
-
 def test_ctrl_c_during_the_last_trial_exports_nothing(tmp_path, ray_address):
     """Tune's clean-up after Ctrl-C marks the running trial TERMINATED; the search must
     still count it unfinished, not export its half-trained scores as a result."""
