@@ -251,6 +251,22 @@ def test_no_post_text_in_search_outputs_or_mlflow(smoke):
     assert_no_post_text(tmp, SAMPLE_DIR)  # outputs/, ray/ trial folders and mlflow.db
 
 
+def test_same_seed_gives_the_same_folds_configs_and_fold_metrics(smoke, tmp_path, ray_address):
+    """Determinism on CPU: a second run of the smoke search (same space, same seed)."""
+    first = smoke[0] / "outputs" / "smoke"
+    _search(tmp_path, _space(tmp_path, "smoke"), ray_address, "--quiet")
+    second = tmp_path / "outputs" / "smoke"
+    assert (first / "folds.json").read_text() == (second / "folds.json").read_text()
+    key = ["pooling", "lr"]
+    a, b = (pd.read_csv(d / "cv_results.csv").sort_values(key) for d in (first, second))
+    assert a["pooling"].tolist() == b["pooling"].tolist()
+    assert np.allclose(a["lr"], b["lr"], rtol=1e-12)  # Optuna sampled the same configs
+    metrics = ["cv_macro_f1", "cv_roc_auc", "fold0_macro_f1", "fold1_macro_f1"]
+    assert np.allclose(a[metrics], b[metrics], atol=1e-6), (a[metrics], b[metrics])
+    ea, eb = (pd.read_csv(d / "epochs.csv") for d in (first, second))
+    assert np.allclose(sorted(ea["cv_roc_auc"]), sorted(eb["cv_roc_auc"]), atol=1e-6)
+
+
 def test_dashboard_answers_with_token(smoke):
     _, stdout = smoke
     line = next(ln for ln in stdout.splitlines() if ln.startswith("Ray dashboard: http://"))
