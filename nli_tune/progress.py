@@ -70,6 +70,15 @@ class ProgressLines(tune.Callback):
         unit = "epoch" if epochs == 1 else "epochs"
         self.say(f"{self._tag(trial)} {how} after {epochs} {unit}{tail}", flush=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        from nli_tune.tune_trial import failure_line, trial_error_text
+
+        self.say(
+            f"{self._tag(trial)} restarting after: {failure_line(trial_error_text(trial))[:100]}"
+            f" (it continues from its folds' last checkpoint)",
+            flush=True,
+        )
+
     def on_trial_error(self, iteration, trials, trial, **info):
         from nli_tune.tune_trial import failure_line, trial_error_text
 

@@ -193,6 +193,9 @@ def run_search(
                     storage_path=storage,
                     name=space.name,
                     verbose=0,  # ProgressLines below: one line per trial event instead
+                    # A trial whose driver is lost (its node died) restarts and continues
+                    # from its folds' last checkpoint; Ray Train retries fold workers itself.
+                    failure_config=tune.FailureConfig(max_failures=2),
                     callbacks=[mlflow_cb, ReleaseWorkerGroups(), *progress],
                 ),
             )

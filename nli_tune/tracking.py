@@ -177,6 +177,13 @@ class MlflowTrialCallback(tune.Callback):
         status = epoch_status(epochs, trial.config, self.base_config["epochs"])
         self._finish(trial, status, "FINISHED", epochs)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        from nli_tune.tune_trial import failure_line, trial_error_text
+
+        rid = self.run_id(trial)  # Tune restarts the trial (its driver was lost): say why
+        self.client.set_tag(rid, "trial_restarts", str(trial.run_metadata.num_failures))
+        self.client.set_tag(rid, "last_restart_reason", failure_line(trial_error_text(trial)))
+
     def on_trial_error(self, iteration, trials, trial, **info):
         from nli_tune.tune_trial import failure_line, trial_error_text
 

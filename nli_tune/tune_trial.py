@@ -43,6 +43,11 @@ CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F
 INJECT_ERROR_ENV = "NLI_TUNE_INJECT_ERROR"
 
 
+# Written in a trial's Train run folder once its folds failed beyond Ray Train's retries.
+# Tune retries a trial (its driver can be lost with a node); a failed-for-good one is not rerun.
+FAILED_MARKER = "failed_for_good.txt"
+
+
 class TrialFailed(RuntimeError):
     """A trial's folds failed beyond Ray Train's retries; the message is one line."""
 
@@ -171,9 +176,15 @@ def release_placement_group(pg_hex: str | None) -> bool:
 
 class ReleaseWorkerGroups(tune.Callback):
     """Driver side: frees each ended trial's worker group, stopped ones included (Tune
-    kills an ASHA-stopped trial's function without letting it clean up)."""
+    kills an ASHA-stopped trial's function without letting it clean up), and the group of
+    a trial Tune restarts: when a lost node takes the trial's driver, Ray reschedules the
+    old group's bundles onto the surviving nodes and nothing frees them (seen: the
+    restarted trial waited for those CPUs until its start-up timeout)."""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._release(trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
         self._release(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -286,6 +297,10 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
     from nli_tune.config import TrainConfig
 
     cfg = TrainConfig.from_dict(settings["base_config"] | sampled)
+    run_name = f"trial_{tune.get_context().get_trial_id()}"  # stable: a resume finds it
+    marker = f"{settings['train_storage']}/{run_name}/{FAILED_MARKER}"
+    if (earlier := _read_text(marker)) is not None:
+        raise TrialFailed(earlier)  # a Tune retry of a trial that failed for good: no rerun
     gate = Gate.remote()
     use_gpu = settings["gpus_per_worker"] > 0
     resources = {"CPU": settings["cpus_per_worker"]}
@@ -305,7 +320,7 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
         ),
         run_config=ray.train.RunConfig(
             storage_path=settings["train_storage"],
-            name=f"trial_{tune.get_context().get_trial_id()}",  # stable: a resume finds it
+            name=run_name,
             failure_config=ray.train.FailureConfig(max_failures=2, controller_failure_limit=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[GateCallback(gate)],
@@ -348,4 +363,26 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
     finally:
         if failure:  # the training error matters more than a clean-up error
             first = failures[-1] if failures else error_line(failure[0])
-            raise TrialFailed(f"{first} (after {len(failures)} worker failure(s))") from failure[0]
+            message = f"{first} (after {len(failures)} worker failure(s))"
+            _write_text(marker, message)
+            raise TrialFailed(message) from failure[0]
+
+
+def _read_text(uri: str) -> str | None:
+    """A small file's text from a local path or a storage URI (s3://...); None if absent."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def _write_text(uri: str, text: str) -> None:
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(text.encode())

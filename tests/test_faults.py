@@ -15,9 +15,9 @@ import yaml
 from tests.test_search import SMOKE, _runs, _search, _space
 
 
-def _worker_pids() -> list[int]:
-    """Live Ray Train fold workers on this machine (Ray titles actor processes
-    `ray::RayTrainWorker...`)."""
+def _processes_titled(prefix: str) -> list[int]:
+    """pids of this machine's processes whose command line starts with `prefix` (Ray
+    titles an actor's process `ray::<class>.<method>`)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -26,7 +26,7 @@ def _worker_pids() -> list[int]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cmd.startswith("ray::RayTrainWorker"):
+        if cmd.startswith(prefix):
             pids.append(int(proc.name))
     return pids
 
@@ -45,7 +45,7 @@ def faults(tmp_path_factory, ray_address):
     killed, deadline = None, time.time() + 600
     while killed is None and time.time() < deadline and proc.poll() is None:
         reported = [len(p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")]
-        pids = _worker_pids()
+        pids = _processes_titled("ray::RayTrainWorker")
         if reported == [1] and pids:  # trial 1 is into epoch 2; trial 2 has not started
             os.kill(pids[0], signal.SIGKILL)
             killed = pids[0]
@@ -127,3 +127,66 @@ def test_killed_driver_then_resume_gives_exactly_n_trials(tmp_path, ray_address)
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "cv_macro_f1")]
         assert steps == [1, 2], steps
     assert finished_before <= set(table["trial_id"])
+
+
+def _actor_pids(title: str) -> dict[int, int]:
+    """pid -> parent pid of this machine's Ray actor processes titled `ray::<title>...`
+    (a worker process's parent is the raylet of its node)."""
+    found = {}
+    for pid in _processes_titled(f"ray::{title}"):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        found[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def test_lost_node_mid_trial_is_survived(tmp_path):
+    """A local cluster (`ray.cluster_utils.Cluster`): a head without CPUs and two worker
+    nodes of 1 CPU. A fold needs 0.75 CPU, so each node holds one of the two folds, and
+    one of them also the trial's driver (0.25). Once the trial has reported epoch 1, that
+    node is removed (the harder loss: a fold and the trial's driver) and a replacement
+    joins, as an autoscaler would add one. The trial continues from its checkpoint."""
+    from ray._private.ray_constants import PROCESS_TYPE_RAYLET
+    from ray._private.utils import read_ray_address, write_ray_address
+    from ray.cluster_utils import Cluster
+
+    before = read_ray_address()  # Cluster points `address="auto"` at itself: undone below
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        raylets = {n.all_processes[PROCESS_TYPE_RAYLET][0].process.pid: n for n in nodes}
+        shared = tmp_path / "shared"  # every node of a real cluster mounts it
+        shared.mkdir()
+        fixed = SMOKE["fixed"] | {"epochs": 4, "patience": 0}
+        resources = {"cpus_per_worker": 0.75, "driver_cpus": 0.25}
+        space = _space(tmp_path, "lost", num_samples=1, fixed=fixed, resources=resources)
+        proc = _search(tmp_path, space, cluster.address, "--storage", str(shared), wait=False)
+        exp_dir = shared / "lost"
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            if [len(p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")] == [1]:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the search ended before the node could be removed"
+        drivers = _actor_pids("ImplicitFunc")  # the Tune trial's function actor
+        workers = _actor_pids("RayTrainWorker")
+        assert len(drivers) == 1 and len(workers) == 2
+        host = next(iter(drivers.values()))
+        assert sorted(workers.values()) == sorted(raylets), "the folds share a node"
+        cluster.remove_node(raylets[host], allow_graceful=False)
+        time.sleep(2)
+        cluster.add_node(num_cpus=1)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        cluster.shutdown()
+        if before:
+            write_ray_address(before)
+    assert proc.returncode == 0, out[-4000:]
+    table = pd.read_csv(tmp_path / "outputs" / "lost" / "cv_results.csv")
+    assert len(table) == 1 and table["status"].tolist() == ["completed"]
+    assert table["epochs"].tolist() == [4]
+    client, parents, children = _runs(tmp_path, "lost")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "cv_macro_f1")]
+    assert steps == [1, 2, 3, 4]  # continued from the epoch-1 checkpoint, nothing repeated
+    assert children[0].data.tags["trial_restarts"] == "1"
+    assert re.search(rf"{table['trial_id'][0]} restarting after: ", out), out[-3000:]
