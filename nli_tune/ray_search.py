@@ -20,6 +20,8 @@ from nli_tune.space import SearchSpace
 
 METRIC, MODE = "cv_macro_f1", "max"
 EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
+RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
+PENDING_FILE = "mlflow_pending.jsonl"  # in the run folder: records MLflow could not take yet
 IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
 
 
@@ -138,6 +140,7 @@ def run_search(
             parent_id,
             search_id,
             base_config={k: v for k, v in base.to_dict().items() if k != "extra"},
+            pending=run_dir / PENDING_FILE,  # where records wait while MLflow is unreachable
         )
         storage = args.storage.rstrip("/")  # a local path or a URI such as s3://bucket/x
         settings = {
@@ -212,7 +215,10 @@ def run_search(
         except SearchInterrupted:
             raise  # the parent run stays RUNNING: --resume continues it
         except BaseException:
-            mlflow_cb.client.set_terminated(parent_id, "FAILED")
+            try:
+                mlflow_cb.write({"kind": "parent_end", "status": "FAILED"})
+            except Exception:
+                pass  # the search's own error is the one to show
             raise
     finally:
         ray.shutdown()
@@ -288,6 +294,10 @@ def resolve_search_id(
     return saved["search_id"], identity
 
 
+def load_search_id(run_dir: Path) -> str:
+    return json.loads((run_dir / IDENTITY_FILE).read_text())["search_id"]
+
+
 def save_search_id(run_dir: Path, search_id: str, identity: dict[str, Any]) -> None:
     text = json.dumps({"search_id": search_id, "identity": identity}, indent=2)
     (run_dir / IDENTITY_FILE).write_text(text)
@@ -322,12 +332,15 @@ def _sweep_orphan_placement_groups() -> None:
     from nli_tune.tune_trial import release_placement_group
 
     job = ray.get_runtime_context().get_job_id()
+    freed = 0
     try:
         for pg in list_placement_groups(filters=[("state", "!=", "REMOVED")], limit=1000):
             if pg.creator_job_id == job and not pg.is_detached:
-                release_placement_group(pg.placement_group_id)
+                freed += release_placement_group(pg.placement_group_id)
     except Exception as err:  # no dashboard (state API) -> nothing to sweep with
         print(f"note: could not sweep placement groups ({type(err).__name__})")
+    if freed:  # each one held CPUs or GPUs until now: worth knowing (the load test looks)
+        print(f"note: freed {freed} placement group(s) that ended trials had left behind")
 
 
 def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str) -> dict[str, Any]:
@@ -363,7 +376,7 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
     # "cv_rank", not "rank": `rank` is also a searchable param (the DoRA rank).
     table["cv_rank"] = table["cv_macro_f1"].rank(ascending=False, method="min")
     table = table.sort_values(["cv_rank", "trial_id"], na_position="last")
-    table.to_csv(run_dir / "cv_results.csv", index=False)
+    table.to_csv(run_dir / RESULTS_FILE, index=False)
     pd.concat(history, ignore_index=True).to_csv(run_dir / EPOCHS_FILE, index=False)
 
     ranked = [(r, res) for r, res in rows if r["cv_macro_f1"] is not None and not res.error]
@@ -386,14 +399,14 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
         "mlflow_run_id": best_row["mlflow_run_id"],
     }
     cfg.save(run_dir / "best_config.yaml", metadata={"search": search_meta})
-    client = mlflow_cb.client
-    client.log_artifact(mlflow_cb.parent_id, str(space.source))
-    client.log_artifact(mlflow_cb.parent_id, str(run_dir / "best_config.yaml"))
-    client.log_artifact(mlflow_cb.parent_id, str(run_dir / "cv_results.csv"))
-    client.log_artifact(mlflow_cb.parent_id, str(run_dir / EPOCHS_FILE))
-    client.log_metric(mlflow_cb.parent_id, "best_cv_macro_f1", search_meta["cv_macro_f1"])
-    client.set_terminated(mlflow_cb.parent_id, "FINISHED")
-    return {"params": params} | search_meta
+    for path in (Path(space.source), *(run_dir / f for f in ("best_config.yaml", RESULTS_FILE))):
+        mlflow_cb.write({"kind": "parent_artifact", "path": str(path.resolve())})
+    mlflow_cb.write({"kind": "parent_artifact", "path": str(run_dir / EPOCHS_FILE)})
+    mlflow_cb.write(
+        {"kind": "parent_metric", "key": "best_cv_macro_f1", "value": search_meta["cv_macro_f1"]}
+    )
+    mlflow_cb.write({"kind": "parent_end", "status": "FINISHED"})
+    return {"params": params, "mlflow_offline": mlflow_cb.offline} | search_meta
 
 
 def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:

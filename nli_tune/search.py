@@ -23,6 +23,7 @@ import numpy as np
 from nli_tune.data import load_redsm5
 from nli_tune.errors import UserError, run_cli
 from nli_tune.folds import make_folds
+from nli_tune.ray_search import PENDING_FILE  # no Ray at import: it starts in run_search
 from nli_tune.space import SearchSpace, load_space
 
 # Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and
@@ -35,6 +36,9 @@ RAY_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_AIR_NEW_OUTPUT": "1",
 }
+# MLflow's HTTP client retries a dead server for minutes by default, while Tune (and so
+# every fold worker) waits on the callback: fail within seconds and queue the records.
+MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
 def parse_args(argv):
@@ -71,7 +75,8 @@ def parse_args(argv):
         "--resume",
         action="store_true",
         help="continue the interrupted search in OUTPUT/<name>: finished trials are "
-        "kept, MLflow runs are continued, not duplicated",
+        "kept, MLflow runs are continued, not duplicated; records kept while MLflow was "
+        "unreachable are replayed first (the only step left if the search had finished)",
     )
     p.add_argument(
         "--address",
@@ -186,8 +191,15 @@ def _same_tokens(a: dict, b: dict) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for key, value in MLFLOW_ENV.items():
+        os.environ.setdefault(key, value)
     started = time.time()
     space, run_dir = prepare(args)
+    if args.resume and (run_dir / PENDING_FILE).exists():
+        replay_mlflow(args, space, run_dir)
+        if (run_dir / "best_config.yaml").exists():
+            print(f"the search in {run_dir} had finished: nothing else to resume")
+            return 0
     base = space.trial_config({})
     data = load_redsm5(base.data_dir)
     pairs = data.pairs()
@@ -277,13 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {run_dir / 'best_config.yaml'} and {run_dir / 'cv_results.csv'} ({minutes:.1f} min)"
     )
+    offline = best["mlflow_offline"]
     if not args.no_report:
         from nli_tune.report import build_report
 
         t0 = time.time()
         try:
-            page = build_report(run_dir)
-            print(f"report:    {page} ({time.time() - t0:.0f}s; also in the MLflow parent run)")
+            page = build_report(run_dir, log_mlflow=not offline)
+            where = "MLflow gets it on --resume" if offline else "also in the MLflow parent run"
+            print(f"report:    {page} ({time.time() - t0:.0f}s; {where})")
         except Exception as err:  # the search's results are exported: do not lose them
             first = (str(err).strip().splitlines() or [""])[0][:200]
             print(
@@ -292,8 +306,53 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     print(f"train it:  python -m nli_tune.train --config {run_dir / 'best_config.yaml'}")
-    print(f"MLflow:    mlflow ui --backend-store-uri {args.mlflow_uri}")
+    if offline:
+        print(
+            f"MLflow:    unreachable; its records wait in {run_dir / PENDING_FILE}. Once it "
+            f"is back, replay them: the same command plus --resume"
+        )
+    else:
+        print(f"MLflow:    mlflow ui --backend-store-uri {args.mlflow_uri}")
     return 0
+
+
+def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
+    """Write the records kept while MLflow was unreachable, then fill in the MLflow run ids
+    that the search's outputs could not know then."""
+    import pandas as pd
+    import yaml
+
+    from nli_tune.ray_search import RESULTS_FILE, _open_parent, load_search_id
+    from nli_tune.tracking import Tracker, replay_pending
+
+    pending = run_dir / PENDING_FILE
+    search_id = load_search_id(run_dir)
+    try:
+        exp_id, parent_id = _open_parent(args.mlflow_uri, space, search_id, "")
+        tracker = Tracker(args.mlflow_uri, exp_id, parent_id, search_id)
+        n = replay_pending(pending, tracker)
+        runs = tracker.trial_runs()
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:160]
+        raise UserError(
+            f"--mlflow-uri {args.mlflow_uri}: still unreachable ({reason}); the records stay "
+            f"in {pending}. Run --resume again once MLflow is back"
+        ) from None
+    results, best = run_dir / RESULTS_FILE, run_dir / "best_config.yaml"
+    if results.exists():
+        table = pd.read_csv(results, dtype={"trial_id": str})
+        table["mlflow_run_id"] = table["trial_id"].map(runs).fillna("")
+        table.to_csv(results, index=False)
+    if best.exists():
+        config = yaml.safe_load(best.read_text())
+        config["search"]["mlflow_run_id"] = runs.get(config["search"]["trial_id"], "")
+        best.write_text(yaml.safe_dump(config, sort_keys=False))
+    if (run_dir / "report.html").exists():
+        from nli_tune.report import log_to_mlflow
+        from nli_tune.report_data import load_search
+
+        log_to_mlflow(load_search(run_dir), run_dir / "report.html")
+    print(f"MLflow: replayed {n} records kept while it was unreachable ({pending.name})")
 
 
 if __name__ == "__main__":

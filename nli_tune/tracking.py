@@ -3,11 +3,14 @@
 One parent run per search and one nested run per trial (`mlflow.parentRunId`). Ray's own
 MLflow callback has no nested runs, so this Tune callback writes them. It runs in the
 driver process; on `--resume` it finds the existing runs by tag instead of duplicating.
+While MLflow is unreachable its records wait in a file next to the outputs; `--resume`
+replays them.
 Only ids, params, metrics and counts are logged, never post text.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -67,50 +70,62 @@ def open_parent_run(
     return exp_id, run.info.run_id
 
 
-class MlflowTrialCallback(tune.Callback):
-    """Nested MLflow run per Tune trial: params, per-epoch metrics, final status."""
+class Tracker:
+    """Writes a search's records into MLflow: nested trial runs under the parent run.
 
-    def __init__(
-        self,
-        uri: str,
-        exp_id: str,
-        parent_id: str,
-        search_id: str,
-        base_config: dict[str, Any],
-    ):
+    Every write is a plain record (a dict), so that what MLflow cannot take while it is
+    unreachable can be kept in a file and applied later, in order, without duplicates:
+    a trial's run is found by its tags before one is created, an epoch already logged
+    is skipped, tags and statuses are set idempotently.
+    """
+
+    def __init__(self, uri: str, exp_id: str, parent_id: str, search_id: str):
         self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
         self.search_id = search_id
-        self.base_config = base_config  # training keys every trial shares, logged as params
-        self._reset()
-
-    def _reset(self) -> None:
-        self._mlflow = None
+        self._client = None
         self._runs: dict[str, str] = {}  # trial_id -> run_id
         self._last_step: dict[str, int] = {}  # trial_id -> last logged epoch
 
-    def __getstate__(self):  # Tune pickles callbacks into its experiment state
-        state = self.__dict__.copy()
-        state.update(_mlflow=None, _runs={}, _last_step={})
-        return state
-
     @property
     def client(self):
-        if self._mlflow is None:
-            self._mlflow = _client(self.uri)
-        return self._mlflow
+        if self._client is None:
+            self._client = _client(self.uri)
+        return self._client
 
-    def run_id(self, trial) -> str:
-        tid = trial.trial_id
+    def apply(self, record: dict[str, Any]) -> None:
+        kind, tid = record["kind"], record.get("trial_id")
+        if kind == "trial_start":  # a resumed or retried trial's run is RUNNING again
+            self.client.update_run(self.run_id(tid, record["params"]), status="RUNNING")
+        elif kind == "epoch":
+            self._log_epoch(tid, record)
+        elif kind == "trial_tags":
+            self.client.log_batch(self.run_id(tid), tags=_tags(record["tags"]))
+        elif kind == "trial_end":
+            rid = self.run_id(tid)
+            self.client.log_batch(rid, tags=_tags(record["tags"]))
+            self.client.set_terminated(rid, record["status"])
+        elif kind == "parent_artifact":
+            if Path(record["path"]).exists():  # a file removed since is not worth failing on
+                self.client.log_artifact(self.parent_id, record["path"])
+        elif kind == "parent_metric":
+            self.client.log_metric(self.parent_id, record["key"], record["value"])
+        elif kind == "parent_end":
+            self.client.set_terminated(self.parent_id, record["status"])
+        else:
+            raise ValueError(f"unknown tracking record kind {kind!r}")
+
+    def run_id(self, tid: str, params: dict[str, Any] | None = None) -> str:
+        """The trial's nested run: found by its tags (a resumed search or a replay
+        continues it), else created with the trial's whole config as params."""
         if tid in self._runs:
             return self._runs[tid]
         found = self.client.search_runs(
             [self.exp_id], f"tags.trial_id = '{tid}' and tags.search_id = '{self.search_id}'"
         )
-        if found:  # resumed search: continue the trial's run
+        if found:
             rid = found[0].info.run_id
             history = self.client.get_metric_history(rid, "cv_macro_f1")
             self._last_step[tid] = max((m.step for m in history), default=0)
-            self.client.update_run(rid, status="RUNNING")
         else:
             rid = self.client.create_run(
                 self.exp_id,
@@ -122,24 +137,34 @@ class MlflowTrialCallback(tune.Callback):
                     "role": TRIAL_ROLE,
                 },
             ).info.run_id
-            params = self.base_config | dict(trial.config)  # the whole training config
-            self.client.log_batch(rid, params=[_param(k, v) for k, v in sorted(params.items())])
+            items = sorted((params or {}).items())
+            self.client.log_batch(rid, params=[_param(k, v) for k, v in items])
             self._last_step[tid] = 0
         self._runs[tid] = rid
         return rid
 
+    def _log_epoch(self, tid: str, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        rid, step = self.run_id(tid), record["step"]
+        if step <= self._last_step.get(tid, 0):
+            return  # re-reported after a restart or a resume: already logged
+        metrics = [Metric(k, v, record["time"], step) for k, v in record["metrics"].items()]
+        self.client.log_batch(rid, metrics=metrics, tags=_tags(record["tags"]))
+        self._last_step[tid] = step
+
     def trial_runs(self) -> dict[str, str]:
-        """trial_id -> run_id of this search, read back from MLflow (the callback Tune ran
-        may be a restored copy of this one)."""
+        """trial_id -> run_id of this search, read back from MLflow."""
         runs = self.client.search_runs(
             [self.exp_id], f"tags.search_id = '{self.search_id}' and tags.role = '{TRIAL_ROLE}'"
         )
         return {r.data.tags["trial_id"]: r.info.run_id for r in runs}
 
+    def known_runs(self) -> dict[str, str]:
+        return dict(self._runs)
+
     def ended_trials(self) -> set[str]:
-        """Trials Tune really ended (completed, stopped by ASHA or failed), this session or
-        an earlier one. A Ctrl-C marks the running trials TERMINATED in Tune's own result
-        objects without ending them through this callback, so their runs stay RUNNING."""
+        """Trials whose runs ended (completed, stopped by ASHA or failed)."""
         runs = self.client.search_runs(
             [self.exp_id],
             f"tags.search_id = '{self.search_id}' and tags.role = '{TRIAL_ROLE}' "
@@ -147,68 +172,185 @@ class MlflowTrialCallback(tune.Callback):
         )
         return {r.data.tags["trial_id"] for r in runs}
 
+
+class MlflowTrialCallback(tune.Callback):
+    """Nested MLflow run per Tune trial: params, per-epoch metrics, final status.
+
+    Once MLflow fails (a server that went away, a full disk), it says so in one line and
+    keeps every later record in `pending` (JSON lines) instead: training goes on, and
+    `replay_pending` writes them once MLflow is back (the search's --resume does).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        exp_id: str,
+        parent_id: str,
+        search_id: str,
+        base_config: dict[str, Any],
+        pending: Path,
+        say=print,
+    ):
+        self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
+        self.search_id = search_id
+        self.base_config = base_config  # training keys every trial shares, logged as params
+        self.pending, self.say = pending, say
+        self._reset()
+
+    def _reset(self) -> None:
+        self.tracker = Tracker(self.uri, self.exp_id, self.parent_id, self.search_id)
+        self._ended: set[str] = set()  # trials that ended this session
+
+    def __getstate__(self):  # Tune pickles callbacks into its experiment state
+        state = self.__dict__.copy()
+        state.update(tracker=None, say=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.say = print
+        self._reset()
+
+    @property
+    def offline(self) -> bool:
+        """Records are waiting in the pending file: later ones queue behind them, in order
+        (the file, not a flag, decides: Tune may run a restored copy of this callback)."""
+        return self.pending.exists()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Apply a record now, or keep it for later once MLflow has failed."""
+        if not self.offline:
+            try:
+                self.tracker.apply(record)
+                return
+            except Exception as err:
+                reason = (str(err).strip().splitlines() or [""])[0][:120]
+                self.say(
+                    f"MLflow failed ({type(err).__name__}: {reason}); the search goes on and "
+                    f"keeps its MLflow records in {self.pending}; --resume replays them",
+                    flush=True,
+                )
+        with self.pending.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def trial_runs(self) -> dict[str, str]:
+        """trial_id -> run_id; while MLflow is unreachable, the runs this session created or
+        found before it went away (a replay fills in the others)."""
+        if not self.offline:
+            try:
+                return self.tracker.trial_runs()
+            except Exception:
+                pass
+        return self.tracker.known_runs()
+
+    def ended_trials(self) -> set[str]:
+        """Trials Tune really ended, this session or an earlier one. A Ctrl-C marks the
+        running trials TERMINATED in Tune's own result objects without ending them through
+        this callback, so their runs stay RUNNING."""
+        ended = set(self._ended) | {
+            r["trial_id"] for r in read_pending(self.pending) if r["kind"] == "trial_end"
+        }
+        if not self.offline:
+            try:
+                ended |= self.tracker.ended_trials()
+            except Exception:
+                pass  # what this session saw end is enough to judge its own trials
+        return ended
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
+        params = self.base_config | dict(trial.config)  # the whole training config
+        self.write({"kind": "trial_start", "trial_id": trial.trial_id, "params": params})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric, RunTag
-
-        rid, step = self.run_id(trial), int(result["epoch"])
-        if step <= self._last_step.get(trial.trial_id, 0):
-            return  # re-reported after a resume: already logged
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, step)
+        metrics = {
+            k: float(v)
             for k, v in result.items()
             if (k.startswith(("cv_", "fold")) or k == "folds_stopped")
             and isinstance(v, int | float)
-        ]
-        tags = []
+        }
+        tags = {}
         if result.get("worker_failures"):  # Ray Train restarted the folds: say so on the run
-            tags = [
-                RunTag("worker_failures", str(int(result["worker_failures"]))),
-                RunTag("last_worker_failure", str(result.get("last_worker_failure", ""))[:500]),
-            ]
-        self.client.log_batch(rid, metrics=metrics, tags=tags)
-        self._last_step[trial.trial_id] = step
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        epochs = int((trial.last_result or {}).get("epoch", 0))
-        status = epoch_status(epochs, trial.config, self.base_config["epochs"])
-        self._finish(trial, status, "FINISHED", epochs)
+            tags = {
+                "worker_failures": str(int(result["worker_failures"])),
+                "last_worker_failure": str(result.get("last_worker_failure", "")),
+            }
+        self.write(
+            {
+                "kind": "epoch",
+                "trial_id": trial.trial_id,
+                "step": int(result["epoch"]),
+                "time": int(time.time() * 1000),
+                "metrics": metrics,
+                "tags": tags,
+            }
+        )
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         from nli_tune.tune_trial import failure_line, trial_error_text
 
-        rid = self.run_id(trial)  # Tune restarts the trial (its driver was lost): say why
-        self.client.set_tag(rid, "trial_restarts", str(trial.run_metadata.num_failures))
-        self.client.set_tag(rid, "last_restart_reason", failure_line(trial_error_text(trial)))
+        tags = {  # Tune restarts the trial (its driver was lost): say why
+            "trial_restarts": str(trial.run_metadata.num_failures),
+            "last_restart_reason": failure_line(trial_error_text(trial)),
+        }
+        self.write({"kind": "trial_tags", "trial_id": trial.trial_id, "tags": tags})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        status = epoch_status(epochs, trial.config, self.base_config["epochs"])
+        self._finish(trial, {"status": status, "epochs_run": str(epochs)}, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from nli_tune.tune_trial import failure_line, trial_error_text
 
         epochs = int((trial.last_result or {}).get("epoch", 0))
-        self._finish(trial, "failed", "FAILED", epochs, error=failure_line(trial_error_text(trial)))
+        tags = {"status": "failed", "epochs_run": str(epochs)}
+        self._finish(trial, tags | {"error": failure_line(trial_error_text(trial))}, "FAILED")
 
-    def _finish(self, trial, status: str, mlflow_status: str, epochs: int, error: str = "") -> None:
-        rid = self.run_id(trial)
-        if error:
-            self.client.set_tag(rid, "error", error)
-        self.client.set_tag(rid, "status", status)
-        self.client.set_tag(rid, "epochs_run", str(epochs))
-        self.client.set_terminated(rid, mlflow_status)
+    def _finish(self, trial, tags: dict[str, str], mlflow_status: str) -> None:
+        self._ended.add(trial.trial_id)
+        record = {"kind": "trial_end", "trial_id": trial.trial_id, "tags": tags}
+        self.write(record | {"status": mlflow_status})
 
     def on_experiment_end(self, trials, **info):
         # A hard kill can lose a just-started trial from Tune's snapshot; its run would
         # duplicate the trial Tune re-creates on resume, so it is removed.
+        if self.offline:
+            return
         known = {t.trial_id for t in trials}
-        for run in self.client.search_runs(
-            [self.exp_id],
-            f"tags.search_id = '{self.search_id}' and tags.role = "
-            f"'{TRIAL_ROLE}' and attributes.status = 'RUNNING'",
-        ):
-            if run.data.tags.get("trial_id") not in known:
-                self.client.delete_run(run.info.run_id)
+        client = self.tracker.client
+        try:
+            for run in client.search_runs(
+                [self.exp_id],
+                f"tags.search_id = '{self.search_id}' and tags.role = "
+                f"'{TRIAL_ROLE}' and attributes.status = 'RUNNING'",
+            ):
+                if run.data.tags.get("trial_id") not in known:
+                    client.delete_run(run.info.run_id)
+        except Exception as err:  # tidying only: never fail a finished search on it
+            self.say(f"note: could not tidy MLflow runs ({type(err).__name__})", flush=True)
+
+
+def read_pending(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def replay_pending(path: Path, tracker: Tracker) -> int:
+    """Apply the records kept while MLflow was unreachable, in order; then remove the file.
+    Returns how many. A failure leaves the file as it was (records are idempotent, so the
+    next replay may repeat the ones that went through)."""
+    records = read_pending(path)
+    for record in records:
+        tracker.apply(record)
+    path.unlink()
+    return len(records)
+
+
+def _tags(tags: dict[str, str]):
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)[:500]) for k, v in tags.items()]
 
 
 def _param(key: str, value: Any):
