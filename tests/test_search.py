@@ -239,6 +239,12 @@ def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
             for child in children:
                 page.goto(f"{url}#/experiments/{exp}/runs/{child.info.run_id}")
                 page.get_by_text("cv_macro_f1", exact=True).first.wait_for(timeout=60_000)
+                # the parent's link renders after the metrics (a placeholder bar until then)
+                _wait_for(
+                    lambda: f"Parent run\n{parent.info.run_name}" in page.inner_text("body"),
+                    60,
+                    "the trial page's parent run",
+                )
                 text = shoot(page, tmp_path / f"mlflow_{child.info.run_id}.png")
                 value = child.data.metrics["cv_macro_f1"]
                 shown = text.split("cv_macro_f1", 1)[1].split()[0]
