@@ -231,7 +231,8 @@ class MlflowTrialCallback(tune.Callback):
                     flush=True,
                 )
         with self.pending.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            # default=str: a numpy number in a sampled config must not stop the search
+            f.write(json.dumps(record, default=str) + "\n")
 
     def trial_runs(self) -> dict[str, str]:
         """trial_id -> run_id; while MLflow is unreachable, the runs this session created or
