@@ -71,15 +71,15 @@ class ProgressLines(tune.Callback):
         self.say(f"{self._tag(trial)} {how} after {epochs} {unit}{tail}", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import failure_line, trial_error_text
+        from nli_tune.tune_trial import trial_failure
 
         self.say(
-            f"{self._tag(trial)} restarting after: {failure_line(trial_error_text(trial))[:100]}"
+            f"{self._tag(trial)} restarting after: {trial_failure(trial)[:100]}"
             f" (it continues from its folds' last checkpoint)",
             flush=True,
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import failure_line, trial_error_text
+        from nli_tune.tune_trial import trial_failure
 
-        self.say(f"{self._tag(trial)} FAILED: {failure_line(trial_error_text(trial))}", flush=True)
+        self.say(f"{self._tag(trial)} FAILED: {trial_failure(trial)}", flush=True)

@@ -287,11 +287,11 @@ class MlflowTrialCallback(tune.Callback):
         )
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import failure_line, trial_error_text
+        from nli_tune.tune_trial import trial_failure
 
         tags = {  # Tune restarts the trial (its driver was lost): say why
             "trial_restarts": str(trial.run_metadata.num_failures),
-            "last_restart_reason": failure_line(trial_error_text(trial)),
+            "last_restart_reason": trial_failure(trial),
         }
         self.write({"kind": "trial_tags", "trial_id": trial.trial_id, "tags": tags})
 
@@ -301,11 +301,11 @@ class MlflowTrialCallback(tune.Callback):
         self._finish(trial, {"status": status, "epochs_run": str(epochs)}, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import failure_line, trial_error_text
+        from nli_tune.tune_trial import trial_failure
 
         epochs = int((trial.last_result or {}).get("epoch", 0))
         tags = {"status": "failed", "epochs_run": str(epochs)}
-        self._finish(trial, tags | {"error": failure_line(trial_error_text(trial))}, "FAILED")
+        self._finish(trial, tags | {"error": trial_failure(trial)}, "FAILED")
 
     def _finish(self, trial, tags: dict[str, str], mlflow_status: str) -> None:
         self._ended.add(trial.trial_id)

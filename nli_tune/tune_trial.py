@@ -71,6 +71,11 @@ def trial_error_text(trial) -> str:
     return trial.get_error() or ""
 
 
+def trial_failure(trial) -> str:
+    """The one line that says why a Tune trial failed (for progress, MLflow, restarts)."""
+    return failure_line(trial_error_text(trial))
+
+
 def failure_line(error_text: str | None) -> str:
     """The line worth showing from a failed trial's error text (Tune's error file): the
     TrialFailed message where there is one, else the text's last line, which in a Python
