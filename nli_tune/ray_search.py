@@ -320,23 +320,38 @@ def _unfinished_trials(grid, num_samples: int, ended: set[str]) -> int:
     return max(num_samples, len(trials)) - done
 
 
-def _sweep_orphan_placement_groups() -> None:
+def _sweep_orphan_placement_groups(rounds: int = 3) -> None:
     """Trials killed while their worker group was starting can leave placement groups.
 
     Only this search's own (its Ray job's) groups: on a shared cluster other jobs' groups
-    are theirs to keep.
+    are theirs to keep. A group is freed only after `ReleaseWorkerGroups.RELEASE_DELAY_S`,
+    once the Train controller that made it has died with its trial (freed under a live
+    controller, it would be replaced by a new one); a later round frees any such group.
     """
     import ray
     from ray.util.state import list_placement_groups
 
-    from nli_tune.tune_trial import release_placement_group
+    from nli_tune.tune_trial import ReleaseWorkerGroups, release_placement_group
 
     job = ray.get_runtime_context().get_job_id()
-    freed = 0
+
+    def leftovers() -> list[str]:
+        found = list_placement_groups(filters=[("state", "!=", "REMOVED")], limit=1000)
+        return [
+            pg.placement_group_id for pg in found if pg.creator_job_id == job and not pg.is_detached
+        ]
+
+    freed, delay = 0, ReleaseWorkerGroups.RELEASE_DELAY_S
     try:
-        for pg in list_placement_groups(filters=[("state", "!=", "REMOVED")], limit=1000):
-            if pg.creator_job_id == job and not pg.is_detached:
-                freed += release_placement_group(pg.placement_group_id)
+        due = time.monotonic() + delay
+        while left := leftovers():  # most go by themselves: aborting trials free their own
+            if time.monotonic() >= due:
+                freed += sum(release_placement_group(pg) for pg in left)
+                rounds -= 1
+                if rounds == 0:
+                    break
+                due = time.monotonic() + delay
+            time.sleep(1.0)
     except Exception as err:  # no dashboard (state API) -> nothing to sweep with
         print(f"note: could not sweep placement groups ({type(err).__name__})")
     if freed:  # each one held CPUs or GPUs until now: worth knowing (the load test looks)

@@ -13,6 +13,7 @@ import asyncio
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ class Gate:
         self._cond: asyncio.Condition | None = None
         self._allowed = 0
         self._worker_pg: str | None = None  # hex id of the workers' placement group
+        self._controller = None  # the Ray Train controller's actor handle, once it reported
 
     def _init(self):  # asyncio objects must be made inside the actor's event loop
         if self._queue is None:
@@ -125,6 +127,12 @@ class Gate:
 
     async def worker_pg(self) -> str | None:
         return self._worker_pg
+
+    async def set_controller(self, handles: list):
+        self._controller = handles[0]
+
+    async def controller(self) -> list:
+        return [self._controller]  # in a list: a bare handle would be awaited as a ref
 
 
 def aggregate(reports: list[dict]) -> dict[str, Any]:
@@ -180,27 +188,44 @@ def release_placement_group(pg_hex: str | None) -> bool:
 
 
 class ReleaseWorkerGroups(tune.Callback):
-    """Driver side: frees each ended trial's worker group, stopped ones included (Tune
-    kills an ASHA-stopped trial's function without letting it clean up), and the group of
-    a trial Tune restarts: when a lost node takes the trial's driver, Ray reschedules the
-    old group's bundles onto the surviving nodes and nothing frees them (seen: the
-    restarted trial waited for those CPUs until its start-up timeout)."""
+    """Driver side: frees each ended trial's worker group, stopped ones included, and the
+    group of a trial Tune restarts: when a lost node takes the trial's driver, Ray
+    reschedules the old group's bundles onto the surviving nodes and nothing frees them
+    (seen: the restarted trial waited for those CPUs until its start-up timeout).
+
+    Each group is freed `RELEASE_DELAY_S` after its trial ended, not at once: a Train
+    controller still alive takes a vanished group for a failure and starts a new one, and
+    if it dies while it does so, Ray keeps that new group reserved for good (seen: it
+    starved every later search on the cluster). By then the trial has aborted its
+    controller (`run_trial`) or the controller died with the trial's actor."""
+
+    RELEASE_DELAY_S = 5.0
+
+    def __init__(self):
+        self._due: dict[str, float] = {}  # worker group id -> when to free it
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._release(trial)
+        self._schedule(trial)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._release(trial)
+        self._schedule(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._release(trial)
+        self._schedule(trial)
 
-    @staticmethod
-    def _release(trial) -> None:
-        try:
-            release_placement_group((trial.last_result or {}).get("worker_pg"))
-        except Exception as err:  # never let clean-up break the search
-            print(f"note: could not free trial {trial.trial_id}'s workers ({err})", flush=True)
+    def on_step_begin(self, iteration, trials, **info):
+        now = time.monotonic()
+        for pg_hex in [pg for pg, due in self._due.items() if due <= now]:
+            del self._due[pg_hex]
+            try:
+                release_placement_group(pg_hex)
+            except Exception as err:  # never let clean-up break the search
+                print(f"note: could not free worker group {pg_hex} ({err})", flush=True)
+
+    def _schedule(self, trial) -> None:
+        pg_hex = (trial.last_result or {}).get("worker_pg")
+        if pg_hex:
+            self._due[pg_hex] = time.monotonic() + self.RELEASE_DELAY_S
 
 
 def _nanmean(values: list[float]) -> float:
@@ -214,8 +239,12 @@ class GateCallback(ray.train.UserCallback):
 
     def __init__(self, gate):
         self.gate = gate
+        self._introduced = False
 
     def after_report(self, run_context, metrics, checkpoint):
+        if not self._introduced:  # so the trial can abort this controller when Tune stops it
+            self.gate.set_controller.remote([ray.get_runtime_context().current_actor])
+            self._introduced = True
         self.gate.push.remote(aggregate(metrics))  # no ray.get: the controller is async
 
     def after_exception(self, run_context, worker_exceptions):
@@ -360,7 +389,11 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
         item |= {"worker_pg": worker_pg, "worker_failures": len(failures)}
         if failures:
             item["last_worker_failure"] = failures[-1]
-        tune.report(item)  # returns when Tune wants the next epoch
+        try:
+            tune.report(item)  # returns when Tune wants the next epoch
+        except BaseException:  # Tune stopped the trial (ASHA, Ctrl-C): SystemExit here
+            _abort_training(gate)
+            raise
         gate.allow.remote(item["epoch"])
     thread.join()
     try:
@@ -371,6 +404,17 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
             message = f"{first} (after {len(failures)} worker failure(s))"
             _write_text(marker, message)
             raise TrialFailed(message) from failure[0]
+
+
+def _abort_training(gate, timeout_s: float = 30.0) -> None:
+    """Ray Train's own graceful abort (what its Ctrl-C handler does): the controller
+    shuts its worker group down, frees the group and exits, without starting a new one."""
+    try:
+        (controller,) = ray.get(gate.controller.remote(), timeout=timeout_s)
+        if controller is not None:
+            ray.get(controller.abort.remote(), timeout=timeout_s)
+    except Exception:
+        pass  # the controller exits inside abort, or had died with its workers already
 
 
 def _read_text(uri: str) -> str | None:

@@ -357,9 +357,30 @@ def _learner_then_loser(tmp: Path, name: str, num_samples: int, epochs: int) -> 
     )
 
 
+def _placement_groups() -> dict[str, tuple[str, int]]:
+    """Every placement group the session cluster knows, removed ones included:
+    id -> (state, number of bundles)."""
+    import ray
+    from ray.util.state import list_placement_groups
+
+    ray.init(address="auto", logging_level="ERROR")
+    try:
+        groups = list_placement_groups(detail=True, limit=10_000)
+        return {pg.placement_group_id: (pg.state, len(pg.bundles)) for pg in groups}
+    finally:
+        ray.shutdown()
+
+
 def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
     space = _learner_then_loser(tmp_path, "asha", num_samples=2, epochs=3)
+    before = _placement_groups()
     _search(tmp_path, space, ray_address)
+    made = [v for k, v in _placement_groups().items() if k not in before]
+    # Every group the search made is gone, and exactly one worker group (2 folds: 2 bundles)
+    # per trial: freed under a live Train controller, a group is replaced by a new one,
+    # which Ray can keep reserved after the search ended (seen: later searches starved).
+    assert {state for state, _ in made} == {"REMOVED"}, made
+    assert sum(bundles == 2 for _, bundles in made) == 2, made
     table = pd.read_csv(tmp_path / "outputs" / "asha" / "cv_results.csv")
     bad = table[table["lr"] < 1e-9].iloc[0]
     good = table[table["lr"] > 1e-9].iloc[0]
