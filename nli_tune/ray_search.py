@@ -109,9 +109,14 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from nli_tune.driver_callbacks import (
+        ReleaseWorkerGroups,
+        TrialClock,
+        sweep_orphan_placement_groups,
+    )
     from nli_tune.progress import ProgressLines
     from nli_tune.tracking import MlflowTrialCallback
-    from nli_tune.tune_trial import ReleaseWorkerGroups, run_trial
+    from nli_tune.tune_trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t
@@ -160,6 +165,7 @@ def run_search(
             if args.quiet
             else [ProgressLines(space.num_samples, list(space.params), base.epochs)]
         )
+        clock = TrialClock()  # the trials' wall time, for their overhead in cv_results.csv
         if args.resume:
             tuner = tune.Tuner.restore(
                 exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -199,19 +205,19 @@ def run_search(
                     # A trial whose driver is lost (its node died) restarts and continues
                     # from its folds' last checkpoint; Ray Train retries fold workers itself.
                     failure_config=tune.FailureConfig(max_failures=2),
-                    callbacks=[mlflow_cb, ReleaseWorkerGroups(), *progress],
+                    callbacks=[mlflow_cb, ReleaseWorkerGroups(), clock, *progress],
                 ),
             )
         try:
             grid = tuner.fit()
-            _sweep_orphan_placement_groups()
+            sweep_orphan_placement_groups()
             unfinished = _unfinished_trials(grid, space.num_samples, mlflow_cb.ended_trials())
             if unfinished:
                 raise SearchInterrupted(
                     f"search interrupted with {unfinished} trial(s) unfinished; continue it "
                     f"with the same command plus --resume"
                 )
-            return export(grid, space, run_dir, mlflow_cb, fingerprint)
+            return export(grid, space, run_dir, mlflow_cb, fingerprint, clock)
         except SearchInterrupted:
             raise  # the parent run stays RUNNING: --resume continues it
         except BaseException:
@@ -320,45 +326,9 @@ def _unfinished_trials(grid, num_samples: int, ended: set[str]) -> int:
     return max(num_samples, len(trials)) - done
 
 
-def _sweep_orphan_placement_groups(rounds: int = 3) -> None:
-    """Trials killed while their worker group was starting can leave placement groups.
-
-    Only this search's own (its Ray job's) groups: on a shared cluster other jobs' groups
-    are theirs to keep. A group is freed only after `ReleaseWorkerGroups.RELEASE_DELAY_S`,
-    once the Train controller that made it has died with its trial (freed under a live
-    controller, it would be replaced by a new one); a later round frees any such group.
-    """
-    import ray
-    from ray.util.state import list_placement_groups
-
-    from nli_tune.tune_trial import ReleaseWorkerGroups, release_placement_group
-
-    job = ray.get_runtime_context().get_job_id()
-
-    def leftovers() -> list[str]:
-        found = list_placement_groups(filters=[("state", "!=", "REMOVED")], limit=1000)
-        return [
-            pg.placement_group_id for pg in found if pg.creator_job_id == job and not pg.is_detached
-        ]
-
-    freed, delay = 0, ReleaseWorkerGroups.RELEASE_DELAY_S
-    try:
-        due = time.monotonic() + delay
-        while left := leftovers():  # most go by themselves: aborting trials free their own
-            if time.monotonic() >= due:
-                freed += sum(release_placement_group(pg) for pg in left)
-                rounds -= 1
-                if rounds == 0:
-                    break
-                due = time.monotonic() + delay
-            time.sleep(1.0)
-    except Exception as err:  # no dashboard (state API) -> nothing to sweep with
-        print(f"note: could not sweep placement groups ({type(err).__name__})")
-    if freed:  # each one held CPUs or GPUs until now: worth knowing (the load test looks)
-        print(f"note: freed {freed} placement group(s) that ended trials had left behind")
-
-
-def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str) -> dict[str, Any]:
+def export(
+    grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str, clock=None
+) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
     from nli_tune.tracking import absolute_uri, epoch_status
     from nli_tune.tune_trial import failure_line
@@ -384,6 +354,8 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
             "mlflow_run_id": run_ids.get(tid, ""),
             "error": failure_line(str(result.error)) if result.error else "",
         }
+        row |= _trial_seconds(clock.wall_s(tid) if clock else None, m.get("compute_s"))
+        row |= {k: m.get(k) for k in ("worker_peak_rss_mb", "worker_tokens_per_s")}
         row |= {k: v for k, v in m.items() if k.startswith("cv_f1_")}
         rows.append((row, result))
         history.append(_epoch_history(result, tid, space.folds))
@@ -422,6 +394,13 @@ def export(grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str)
     )
     mlflow_cb.write({"kind": "parent_end", "status": "FINISHED"})
     return {"params": params, "mlflow_offline": mlflow_cb.offline} | search_meta
+
+
+def _trial_seconds(wall: float | None, compute: float | None) -> dict[str, float | None]:
+    """A trial's wall time, its folds' compute time and the rest: its overhead (actors and
+    workers starting, imports, model load, hand-offs, waits for Tune, teardown)."""
+    overhead = wall - compute if wall is not None and compute is not None else None
+    return {"wall_s": wall, "compute_s": compute, "overhead_s": overhead}
 
 
 def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:

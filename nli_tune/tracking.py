@@ -173,6 +173,10 @@ class Tracker:
         return {r.data.tags["trial_id"] for r in runs}
 
 
+# Per-epoch trial numbers logged besides cv_*, fold*, worker_* (see tune_trial.aggregate).
+TRIAL_NUMBERS = ("folds_stopped", "epoch_compute_s", "compute_s")
+
+
 class MlflowTrialCallback(tune.Callback):
     """Nested MLflow run per Tune trial: params, per-epoch metrics, final status.
 
@@ -266,7 +270,7 @@ class MlflowTrialCallback(tune.Callback):
         metrics = {
             k: float(v)
             for k, v in result.items()
-            if (k.startswith(("cv_", "fold")) or k == "folds_stopped")
+            if (k.startswith(("cv_", "fold", "worker_")) or k in TRIAL_NUMBERS)
             and isinstance(v, int | float)
         }
         tags = {}

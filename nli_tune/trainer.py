@@ -319,7 +319,13 @@ class FoldTrainer:
         s = self.state
         s.epoch += 1
         if s.stopped:
-            return {**s.best_metrics, "epoch": s.epoch, "stopped_early": True}
+            return {
+                **s.best_metrics,
+                "epoch": s.epoch,
+                "stopped_early": True,
+                "compute_seconds": 0.0,
+            }
+        start = time.perf_counter()
         metrics: dict = {"epoch": s.epoch, **self.train_epoch()}
         if self.val is not None:
             self.calibrate()
@@ -342,6 +348,7 @@ class FoldTrainer:
                     f"at epoch {s.best_epoch}"
                 )
         metrics["stopped_early"] = False
+        metrics["compute_seconds"] = time.perf_counter() - start  # training + scoring
         # Per-criterion F1s (val_f1_<CRITERION>) stay out of the history; val_f1_matched,
         # which a resumed fold re-reports, stays in.
         s.history.append(

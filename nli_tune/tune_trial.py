@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 
 from nli_tune.data import criterion_keys
+from nli_tune.driver_callbacks import release_placement_group
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
@@ -37,6 +38,7 @@ FOLD_METRICS = (
     "train_loss",
     "best_val_macro_f1",
     "tokens_per_s",
+    "compute_seconds",  # this epoch's training and scoring, in seconds
 )
 CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F1 per criterion
 # Test-only fault injection, read by the fold workers: "KEY=VALUE" makes fold 0 of every
@@ -149,6 +151,10 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
         "cv_roc_auc_within": _nanmean([m["val_roc_auc_within"] for m in by_fold]),
         "cv_evidence_hit_at_1": _nanmean([m["val_evidence_hit_at_1"] for m in by_fold]),
         "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
+        # Folds run side by side: the slowest one bounds the epoch.
+        "epoch_compute_s": float(max(m["compute_seconds"] for m in by_fold)),
+        "worker_peak_rss_mb": float(max(m.get("peak_rss_mb", np.nan) for m in by_fold)),
+        "worker_tokens_per_s": _nanmean([m["tokens_per_s"] for m in by_fold]),
     }
     # Per-criterion F1, averaged over folds only (the report's per-criterion view).
     out |= {
@@ -162,70 +168,6 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
             for name in FOLD_METRICS
         }
     return out
-
-
-def release_placement_group(pg_hex: str | None) -> bool:
-    """Remove a finished trial's worker placement group; False if it is already gone.
-
-    Ray Train's own cleaner asks the state API, which needs the dashboard, whether the
-    controller is still alive. Without the dashboard (`--no-dashboard`) a finished or
-    ASHA-stopped trial's workers kept their CPUs reserved, and the next trial's workers
-    waited for them until the start-up timeout failed the trial.
-    """
-    from ray.util.placement_group import (
-        PlacementGroup,
-        placement_group_table,
-        remove_placement_group,
-    )
-
-    if not pg_hex:
-        return False
-    group = PlacementGroup(ray.PlacementGroupID.from_hex(pg_hex))
-    if placement_group_table(group).get("state", "REMOVED") == "REMOVED":
-        return False
-    remove_placement_group(group)
-    return True
-
-
-class ReleaseWorkerGroups(tune.Callback):
-    """Driver side: frees each ended trial's worker group, stopped ones included, and the
-    group of a trial Tune restarts: when a lost node takes the trial's driver, Ray
-    reschedules the old group's bundles onto the surviving nodes and nothing frees them
-    (seen: the restarted trial waited for those CPUs until its start-up timeout).
-
-    Each group is freed `RELEASE_DELAY_S` after its trial ended, not at once: a Train
-    controller still alive takes a vanished group for a failure and starts a new one, and
-    if it dies while it does so, Ray keeps that new group reserved for good (seen: it
-    starved every later search on the cluster). By then the trial has aborted its
-    controller (`run_trial`) or the controller died with the trial's actor."""
-
-    RELEASE_DELAY_S = 5.0
-
-    def __init__(self):
-        self._due: dict[str, float] = {}  # worker group id -> when to free it
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._schedule(trial)
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self._schedule(trial)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._schedule(trial)
-
-    def on_step_begin(self, iteration, trials, **info):
-        now = time.monotonic()
-        for pg_hex in [pg for pg, due in self._due.items() if due <= now]:
-            del self._due[pg_hex]
-            try:
-                release_placement_group(pg_hex)
-            except Exception as err:  # never let clean-up break the search
-                print(f"note: could not free worker group {pg_hex} ({err})", flush=True)
-
-    def _schedule(self, trial) -> None:
-        pg_hex = (trial.last_result or {}).get("worker_pg")
-        if pg_hex:
-            self._due[pg_hex] = time.monotonic() + self.RELEASE_DELAY_S
 
 
 def _nanmean(values: list[float]) -> float:
@@ -289,6 +231,7 @@ def fold_worker(loop_config: dict) -> None:
         }
         names = FOLD_METRICS + CRITERION_METRICS
         payload |= {name: float(metrics.get(name, float("nan"))) for name in names}
+        payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if not save:
             ray.train.report(payload)
             return
@@ -307,7 +250,10 @@ def fold_worker(loop_config: dict) -> None:
         # Re-report the restored epoch so a resumed trial always reports at least once.
         state = trainer.state
         last = state.best_metrics if state.stopped else state.history[-1]
-        report({**last, "epoch": state.epoch, "stopped_early": state.stopped}, False)
+        report(
+            {**last, "epoch": state.epoch, "stopped_early": state.stopped, "compute_seconds": 0},
+            False,  # computed before: no second count
+        )
         if state.epoch < cfg.epochs:
             ray.get(gate.wait_allowed.remote(state.epoch))
     while trainer.state.epoch < cfg.epochs:
@@ -373,6 +319,7 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
     failures: list[str] = []  # worker failures Ray Train recovered from (or not), in order
+    compute_s = 0.0  # the folds' training and scoring so far (slowest fold per epoch)
     while (item := ray.get(gate.pop.remote())) is not None:
         if "failure" in item:
             failures.append(item["failure"])
@@ -386,7 +333,8 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
             # finishing would take that for a crash and start a new group nobody frees
             # (seen: it held the CPUs the next trial's workers waited for).
             thread.join()
-        item |= {"worker_pg": worker_pg, "worker_failures": len(failures)}
+        compute_s += item["epoch_compute_s"]
+        item |= {"worker_pg": worker_pg, "worker_failures": len(failures), "compute_s": compute_s}
         if failures:
             item["last_worker_failure"] = failures[-1]
         try:

@@ -141,6 +141,17 @@ def test_smoke_cv_results_match_mlflow(smoke):
         assert [m.step for m in cv] == [1, 2] and cv[-1].value == pytest.approx(row.cv_macro_f1)
         assert run.data.params["pooling"] == row.pooling and run.data.params["folds"] == "2"
         assert run.data.tags["status"] == "completed"
+        # Where a trial's time went: its slowest fold's epochs, summed, and the rest.
+        slowest = [
+            max(
+                client.get_metric_history(run.info.run_id, f"fold{k}_compute_seconds")[e].value
+                for k in range(2)
+            )
+            for e in range(2)
+        ]
+        assert row.compute_s == pytest.approx(sum(slowest)) and row.compute_s > 0
+        assert row.overhead_s == pytest.approx(row.wall_s - row.compute_s) and row.overhead_s > 0
+        assert 100 < row.worker_peak_rss_mb < 8000 and row.worker_tokens_per_s > 0
 
 
 def test_progress_lines_follow_every_trial(smoke):
@@ -414,11 +425,11 @@ def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_addres
 SWEEP_IN_ANOTHER_JOB = """
 import ray
 from ray.util.placement_group import placement_group, placement_group_table
-from nli_tune.ray_search import _sweep_orphan_placement_groups
+from nli_tune.driver_callbacks import sweep_orphan_placement_groups
 ray.init(address="auto", logging_level="ERROR")
 own = placement_group([{"CPU": 0.01}])
 ray.get(own.ready())
-_sweep_orphan_placement_groups()
+sweep_orphan_placement_groups()
 print("own", placement_group_table(own)["state"])
 """
 
