@@ -1,0 +1,65 @@
+"""The bench's search figures: one real search, run as a user runs it, timed from outside.
+
+The full bench runs the README's main job (`search_spaces/pooling.yaml`, as shipped); the
+quick one runs the same space cut to 2 trials of 1 epoch. Each trial's wall time, its
+folds' compute time (training and scoring, the slowest fold per epoch) and the rest, its
+overhead, come from the search's own cv_results.csv.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+MAIN_JOB_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "pooling.yaml"
+QUICK = {"num_samples": 2, "scheduler": "none", "fixed": {"epochs": 1}}  # --quick's cut
+
+
+def run_search(space_file: Path, workdir: Path, overrides: dict | None = None) -> dict:
+    """Run `python -m nli_tune.search --space SPACE` in `workdir` (its outputs, Ray storage
+    and MLflow stay there) and return its timing figures."""
+    space = yaml.safe_load(space_file.read_text())
+    for key, value in (overrides or {}).items():
+        space[key] = space.get(key, {}) | value if isinstance(value, dict) else value
+    path = workdir / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    cmd = [sys.executable, "-m", "nli_tune.search", "--space", str(path), "--no-report"]
+    print(f"search: {' '.join(cmd[1:])}  ({space['num_samples']} trials; minutes)", flush=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise RuntimeError("the bench search failed:\n" + "\n".join(tail))
+    found = re.search(r"-> (\d+) trial\(s\) at a time", done.stdout)
+    at_once = int(found.group(1)) if found else 1
+    table = pd.read_csv(workdir / "outputs" / space["name"] / "cv_results.csv")
+    max_epochs = int(space["fixed"]["epochs"])
+    return search_timing(table, wall, at_once, max_epochs)
+
+
+def search_timing(table: pd.DataFrame, wall_s: float, at_once: int, max_epochs: int) -> dict:
+    """Timing figures of one search from its cv_results.csv and its wall time.
+
+    search_overhead_fraction: 1 - (sum of the trials' fold compute / trials at a time) /
+    wall, the share of the search's time in which its trial slots compute nothing.
+    asha_epoch_savings: 1 - epochs run / (trials x max epochs), the epochs the scheduler
+    did not run (the search without it is not run: its best score is not compared).
+    """
+    return {
+        "default_search_s": wall_s,
+        "per_trial_overhead_s": float(table["overhead_s"].median()),
+        "per_trial_compute_s": float(table["compute_s"].median()),
+        "search_overhead_fraction": 1 - table["compute_s"].sum() / at_once / wall_s,
+        "asha_epoch_savings": 1 - table["epochs"].sum() / (len(table) * max_epochs),
+        "peak_rss_mb_per_worker": float(table["worker_peak_rss_mb"].max()),
+        "tokens_per_s_per_worker": float(table["worker_tokens_per_s"].median()),
+        "trials": len(table),
+        "trials_at_once": at_once,
+    }
