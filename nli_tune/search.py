@@ -322,6 +322,7 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
     import pandas as pd
     import yaml
 
+    from nli_tune.outputs import atomic_write_text
     from nli_tune.ray_search import RESULTS_FILE, _open_parent, load_search_id
     from nli_tune.tracking import Tracker, replay_pending
 
@@ -332,21 +333,23 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
         tracker = Tracker(args.mlflow_uri, exp_id, parent_id, search_id)
         n = replay_pending(pending, tracker)
         runs = tracker.trial_runs()
-    except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0][:160]
+    except Exception as err:  # UserError: _open_parent could not reach or use MLflow
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        if not isinstance(err, UserError):
+            name = type(err).__name__
+            reason = f"--mlflow-uri {args.mlflow_uri}: the replay failed ({name}: {reason})"
         raise UserError(
-            f"--mlflow-uri {args.mlflow_uri}: still unreachable ({reason}); the records stay "
-            f"in {pending}. Run --resume again once MLflow is back"
+            f"{reason}; the records stay in {pending}. Run --resume again once MLflow is back"
         ) from None
     results, best = run_dir / RESULTS_FILE, run_dir / "best_config.yaml"
     if results.exists():
         table = pd.read_csv(results, dtype={"trial_id": str})
         table["mlflow_run_id"] = table["trial_id"].map(runs).fillna("")
-        table.to_csv(results, index=False)
+        atomic_write_text(results, table.to_csv(index=False))
     if best.exists():
         config = yaml.safe_load(best.read_text())
         config["search"]["mlflow_run_id"] = runs.get(config["search"]["trial_id"], "")
-        best.write_text(yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(best, yaml.safe_dump(config, sort_keys=False))
     if (run_dir / "report.html").exists():
         from nli_tune.report import log_to_mlflow
         from nli_tune.report_data import load_search

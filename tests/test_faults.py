@@ -5,6 +5,7 @@ rows, statuses, epochs, MLflow runs and their metric histories."""
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.test_search import SMOKE, _runs, _search, _space
+from tests.test_search import SMOKE, _runs, _search, _search_cmd, _space
 
 
 def _processes_titled(prefix: str) -> list[int]:
@@ -226,6 +227,15 @@ def test_unreachable_mlflow_is_replayed_on_resume(tmp_path, ray_address):
     assert "unreachable; its records wait in" in out
     table = pd.read_csv(run_dir / "cv_results.csv")
     assert len(table) == 2 and set(table["status"]) == {"completed"}
+
+    # Still down: --resume says so in one line (exit 2) and keeps every record and file.
+    kept = {f: (run_dir / f).read_bytes() for f in ("mlflow_pending.jsonl", "cv_results.csv")}
+    again = [*_search_cmd(tmp_path, space, ray_address), "--mlflow-uri", url, "--resume"]
+    r = subprocess.run(again, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "MLflow cannot use it" in r.stderr, r.stderr[-2000:]
+    assert "the records stay in" in r.stderr and "Run --resume again" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+    assert {f: (run_dir / f).read_bytes() for f in kept} == kept
 
     with server(cmd, f"{url}/health", tmp_path / "mlflow2.log", 180):
         r = _search(tmp_path, space, ray_address, "--mlflow-uri", url, "--resume")
