@@ -47,4 +47,4 @@ def test_search_timing_reads_overhead_idle_share_and_asha_savings():
     assert figures["asha_epoch_savings"] == pytest.approx(1 - 14 / 30)
     assert figures["peak_rss_mb_per_worker"] == 950.0
     assert figures["tokens_per_s_per_worker"] == 300.0
-    assert figures["default_search_s"] == 100.0
+    assert figures["search_s"] == 100.0
