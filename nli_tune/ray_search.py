@@ -386,9 +386,9 @@ def export(
         "mlflow_run_id": best_row["mlflow_run_id"],
     }
     cfg.save(run_dir / "best_config.yaml", metadata={"search": search_meta})
-    for path in (Path(space.source), *(run_dir / f for f in ("best_config.yaml", RESULTS_FILE))):
+    outputs = (run_dir / f for f in ("best_config.yaml", RESULTS_FILE, EPOCHS_FILE))
+    for path in (Path(space.source), *outputs):  # absolute: a replay may run from elsewhere
         mlflow_cb.write({"kind": "parent_artifact", "path": str(path.resolve())})
-    mlflow_cb.write({"kind": "parent_artifact", "path": str(run_dir / EPOCHS_FILE)})
     mlflow_cb.write(
         {"kind": "parent_metric", "key": "best_cv_macro_f1", "value": search_meta["cv_macro_f1"]}
     )

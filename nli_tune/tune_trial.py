@@ -153,7 +153,7 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
         "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
         # Folds run side by side: the slowest one bounds the epoch.
         "epoch_compute_s": float(max(m["compute_seconds"] for m in by_fold)),
-        "worker_peak_rss_mb": float(max(m.get("peak_rss_mb", np.nan) for m in by_fold)),
+        "worker_peak_rss_mb": float(max(m["peak_rss_mb"] for m in by_fold)),
         "worker_tokens_per_s": _nanmean([m["tokens_per_s"] for m in by_fold]),
     }
     # Per-criterion F1, averaged over folds only (the report's per-criterion view).

@@ -669,6 +669,7 @@ def test_aggregate_skips_folds_without_an_auc():
             "stopped_early": fold == 2,
             "val_macro_f1": f1,
             "val_roc_auc": auc,
+            "peak_rss_mb": 900.0,  # every worker report carries it (fold_worker.report)
         }
 
     # Reports arrive in any order; fold 1's validation split had one class (AUC NaN).
