@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from nli_tune.outputs import read_table
+
 MAIN_JOB_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "pooling.yaml"
 CUTS = {  # bench mode -> what it changes in the main job's space (None: nothing)
     "default": {"num_samples": 4, "fixed": {"epochs": 3}},
@@ -44,7 +46,7 @@ def run_search(space_file: Path, workdir: Path, overrides: dict | None = None) -
         raise RuntimeError("the bench search failed:\n" + "\n".join(tail))
     found = re.search(r"-> (\d+) trial\(s\) at a time", done.stdout)
     at_once = int(found.group(1)) if found else 1
-    table = pd.read_csv(workdir / "outputs" / space["name"] / "cv_results.csv")
+    table = read_table(workdir / "outputs" / space["name"] / "cv_results.csv")
     max_epochs = int(space["fixed"]["epochs"])
     return search_timing(table, wall, at_once, max_epochs)
 

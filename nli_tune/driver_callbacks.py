@@ -90,10 +90,16 @@ def sweep_orphan_placement_groups(rounds: int = 3) -> None:
     import ray
     from ray.util.state import list_placement_groups
 
-    job = ray.get_runtime_context().get_job_id()
+    context = ray.get_runtime_context()
+    job = context.get_job_id()
+    # The state API, left to find a cluster itself, takes the newest on this machine, which
+    # need not be ours; job ids repeat across clusters (each one's first job is 01000000).
+    cluster = context.gcs_address
 
     def leftovers() -> list[str]:
-        found = list_placement_groups(filters=[("state", "!=", "REMOVED")], limit=1000)
+        found = list_placement_groups(
+            address=cluster, filters=[("state", "!=", "REMOVED")], limit=1000
+        )
         return [
             pg.placement_group_id for pg in found if pg.creator_job_id == job and not pg.is_detached
         ]

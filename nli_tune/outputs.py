@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
+
+# Columns of the search's tables that hold ids. Tune's trial ids are 8 hex digits, and
+# pandas would read "17063e69" as the float 1.7e73 and "00123456" as 123456.
+ID_COLUMNS = ("trial_id", "mlflow_run_id")
+
 
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
@@ -43,3 +49,8 @@ def atomic_write_text(target: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV table a search wrote (cv_results.csv, epochs.csv), its id columns as text."""
+    return pd.read_csv(path, dtype=dict.fromkeys(ID_COLUMNS, str))

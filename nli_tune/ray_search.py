@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,11 @@ def run_search(
                     grace_period=space.grace_period,
                     reduction_factor=space.reduction_factor,
                 )
+            )
+            # A trial restarted on another node re-reports its restored epoch (see
+            # tune_trial.fold_worker); Optuna keeps the first, equal, value and warns.
+            warnings.filterwarnings(
+                "ignore", r"The reported value is ignored because this `step=", UserWarning
             )
             searcher = OptunaSearch(
                 sampler=optuna.samplers.TPESampler(seed=space.seed),

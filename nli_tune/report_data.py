@@ -18,6 +18,7 @@ from nli_tune.baselines import majority_baseline, tfidf_scores
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.errors import UserError
 from nli_tune.metrics import classification_metrics, corrected_ttest
+from nli_tune.outputs import read_table
 from nli_tune.space import SearchSpace, load_space
 
 TOP = 5  # the best trial is compared with each other trial of the top TOP
@@ -54,8 +55,8 @@ def load_search(run_dir: str | Path) -> SearchFiles:
     raw = read_mapping(root / "best_config.yaml")
     return SearchFiles(
         run_dir=root,
-        results=pd.read_csv(root / "cv_results.csv"),
-        epochs=pd.read_csv(root / "epochs.csv"),
+        results=read_table(root / "cv_results.csv"),
+        epochs=read_table(root / "epochs.csv"),
         folds=json.loads((root / "folds.json").read_text()),
         space=load_space(str(root / "space.yaml")),
         best=TrainConfig.from_dict(raw, source=str(root / "best_config.yaml")),

@@ -319,10 +319,9 @@ def main(argv: list[str] | None = None) -> int:
 def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
     """Write the records kept while MLflow was unreachable, then fill in the MLflow run ids
     that the search's outputs could not know then."""
-    import pandas as pd
     import yaml
 
-    from nli_tune.outputs import atomic_write_text
+    from nli_tune.outputs import atomic_write_text, read_table
     from nli_tune.ray_search import RESULTS_FILE, _open_parent, load_search_id
     from nli_tune.tracking import Tracker, replay_pending
 
@@ -343,7 +342,7 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
         ) from None
     results, best = run_dir / RESULTS_FILE, run_dir / "best_config.yaml"
     if results.exists():
-        table = pd.read_csv(results, dtype={"trial_id": str})
+        table = read_table(results)
         table["mlflow_run_id"] = table["trial_id"].map(runs).fillna("")
         atomic_write_text(results, table.to_csv(index=False))
     if best.exists():

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
+from nli_tune.outputs import read_table
 from tests.test_search import SMOKE, _runs, _search, _search_cmd, _space
 
 
@@ -60,7 +60,7 @@ def faults(tmp_path_factory, ray_address):
 
 def test_killed_fold_worker_resumes_from_its_checkpoint(faults):
     tmp, out = faults
-    table = pd.read_csv(tmp / "outputs" / "faults" / "cv_results.csv")
+    table = read_table(tmp / "outputs" / "faults" / "cv_results.csv")
     row = table[table["pooling"] == "mean"].iloc[0]
     assert row["status"] == "completed" and row["epochs"] == 4
     assert all(0 <= row[f"fold{k}_macro_f1"] <= 1 for k in range(2))
@@ -71,7 +71,7 @@ def test_killed_fold_worker_resumes_from_its_checkpoint(faults):
         assert steps == [1, 2, 3, 4], (name, steps)  # resumed, not restarted or inflated
     assert run.data.tags["worker_failures"] == "1"
     assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
-    epochs = pd.read_csv(tmp / "outputs" / "faults" / "epochs.csv")
+    epochs = read_table(tmp / "outputs" / "faults" / "epochs.csv")
     assert sorted(epochs[epochs["trial_id"] == row["trial_id"]]["epoch"]) == [1, 2, 3, 4]
     assert re.search(rf"{row['trial_id']} recovered: Ray Train restarted its fold workers", out)
 
@@ -79,7 +79,7 @@ def test_killed_fold_worker_resumes_from_its_checkpoint(faults):
 def test_failing_trial_is_recorded_and_the_search_goes_on(faults):
     tmp, out = faults
     run_dir = tmp / "outputs" / "faults"
-    table = pd.read_csv(run_dir / "cv_results.csv")
+    table = read_table(run_dir / "cv_results.csv")
     assert len(table) == 2
     bad = table[table["pooling"] == "attention"].iloc[0]
     assert bad["status"] == "failed"
@@ -119,7 +119,7 @@ def test_killed_driver_then_resume_gives_exactly_n_trials(tmp_path, ray_address)
     }
 
     _search(tmp_path, space, ray_address, "--resume")
-    table = pd.read_csv(tmp_path / "outputs" / "resume" / "cv_results.csv")
+    table = read_table(tmp_path / "outputs" / "resume" / "cv_results.csv")
     assert len(table) == 3 and set(table["status"]) == {"completed"}
     client, parents, children = _runs(tmp_path, "resume")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -183,7 +183,7 @@ def test_lost_node_mid_trial_is_survived(tmp_path):
         if before:
             write_ray_address(before)
     assert proc.returncode == 0, out[-4000:]
-    table = pd.read_csv(tmp_path / "outputs" / "lost" / "cv_results.csv")
+    table = read_table(tmp_path / "outputs" / "lost" / "cv_results.csv")
     assert len(table) == 1 and table["status"].tolist() == ["completed"]
     assert table["epochs"].tolist() == [4]
     client, parents, children = _runs(tmp_path, "lost")
@@ -192,6 +192,9 @@ def test_lost_node_mid_trial_is_survived(tmp_path):
     assert steps == [1, 2, 3, 4]  # continued from the epoch-1 checkpoint, nothing repeated
     assert children[0].data.tags["trial_restarts"] == "1"
     assert re.search(rf"{table['trial_id'][0]} restarting after: ", out), out[-3000:]
+    assert "is already reported" not in out  # the restored epoch's re-report is expected
+    # Two clusters on this machine: the search used the one it was given, never the newest
+    assert "Found multiple active Ray instances" not in out, out[-3000:]
 
 
 def test_unreachable_mlflow_is_replayed_on_resume(tmp_path, ray_address):
@@ -225,7 +228,7 @@ def test_unreachable_mlflow_is_replayed_on_resume(tmp_path, ray_address):
     assert pending.exists() and (run_dir / "report.html").exists()
     assert len([ln for ln in out.splitlines() if ln.startswith("MLflow failed")]) == 1, out
     assert "unreachable; its records wait in" in out
-    table = pd.read_csv(run_dir / "cv_results.csv")
+    table = read_table(run_dir / "cv_results.csv")
     assert len(table) == 2 and set(table["status"]) == {"completed"}
 
     # Still down: --resume says so in one line (exit 2) and keeps every record and file.
@@ -251,7 +254,7 @@ def test_unreachable_mlflow_is_replayed_on_resume(tmp_path, ray_address):
         for c in children:
             steps = [m.step for m in client.get_metric_history(c.info.run_id, "cv_macro_f1")]
             assert steps == [1, 2], steps
-        table = pd.read_csv(run_dir / "cv_results.csv")
+        table = read_table(run_dir / "cv_results.csv")
         assert set(table["mlflow_run_id"]) == {c.info.run_id for c in children}
         best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
         assert best["search"]["mlflow_run_id"] in set(table["mlflow_run_id"])
@@ -298,7 +301,7 @@ def test_forty_trials_two_at_a_time_leave_nothing_behind(tmp_path, ray_address):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-4000:]
     assert "cluster: 2 CPUs, 0 GPUs -> 2 trial(s) at a time" in out
-    table = pd.read_csv(tmp_path / "outputs" / "load" / "cv_results.csv")
+    table = read_table(tmp_path / "outputs" / "load" / "cv_results.csv")
     assert len(table) == 40 and set(table["status"]) == {"completed"}
     assert table["trial_id"].is_unique
     _, parents, children = _runs(tmp_path, "load")

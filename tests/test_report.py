@@ -20,14 +20,26 @@ from nli_tune.report_data import load_search, verdict
 from nli_tune.report_plots import rebuild_study
 from tests.browser import browser_page, free_port, server, shoot
 
+# Tune's trial ids are 8 hex digits. Chosen so that pandas, left to guess, would read the
+# whole column as numbers ("17063e69" as 1.7e73, "00812345" as 812345), as it does for a
+# search whose ids all happen to look like numbers.
+BEST, SECOND, T3, T4, T5, T6, FAILED = (
+    "17063e69",
+    "00812345",
+    "20260130",
+    "4e000001",
+    "31415926",
+    "27182818",
+    "99999e99",
+)
 # trial_id, pooling, aggregate, rank, lr, batch_size, fold scores, epochs, status
 TRIALS = [
-    ("t1", "mean", "max", 8, 1.2e-3, 16, (0.70, 0.72, 0.68), 4, "completed"),
-    ("t2", "cls", "lse", 4, 6.0e-4, 8, (0.69, 0.66, 0.67), 4, "completed"),
-    ("t3", "max", "topk", 16, 1.9e-3, 16, (0.60, 0.55, 0.58), 2, "stopped early"),
-    ("t4", "attention", "attention", 8, 9.0e-4, 8, (0.52, 0.50, 0.51), 1, "stopped early"),
-    ("t5", "mean", "topk", 4, 1.5e-3, 16, (0.71, 0.64, 0.66), 4, "completed"),
-    ("t6", "cls", "max", 16, 7.0e-4, 8, (0.45, 0.47, 0.50), 1, "stopped early"),
+    (BEST, "mean", "max", 8, 1.2e-3, 16, (0.70, 0.72, 0.68), 4, "completed"),
+    (SECOND, "cls", "lse", 4, 6.0e-4, 8, (0.69, 0.66, 0.67), 4, "completed"),
+    (T3, "max", "topk", 16, 1.9e-3, 16, (0.60, 0.55, 0.58), 2, "stopped early"),
+    (T4, "attention", "attention", 8, 9.0e-4, 8, (0.52, 0.50, 0.51), 1, "stopped early"),
+    (T5, "mean", "topk", 4, 1.5e-3, 16, (0.71, 0.64, 0.66), 4, "completed"),
+    (T6, "cls", "max", 16, 7.0e-4, 8, (0.45, 0.47, 0.50), 1, "stopped early"),
 ]
 
 
@@ -60,10 +72,10 @@ def run_dir(tmp_path_factory):
             epochs.append(
                 {"trial_id": tid, "epoch": e, "cv_macro_f1": np.mean(folds) - 0.02 * (n_ep - e)}
             )
-    rows.append({"trial_id": "t7", "pooling": "max", "epochs": 0, "status": "failed"})
+    rows.append({"trial_id": FAILED, "pooling": "max", "epochs": 0, "status": "failed"})
     pd.DataFrame(rows).to_csv(root / "cv_results.csv", index=False)
     pd.DataFrame(epochs).to_csv(root / "epochs.csv", index=False)
-    meta = {"trial_id": "t1", "cv_macro_f1": float(np.mean(TRIALS[0][6])), "data_fingerprint": "ab"}
+    meta = {"trial_id": BEST, "cv_macro_f1": float(np.mean(TRIALS[0][6])), "data_fingerprint": "ab"}
     TrainConfig().save(root / "best_config.yaml", metadata={"search": meta})
     build_report(root, log_mlflow=False)
     return root
@@ -81,7 +93,7 @@ def test_trials_are_ranked_with_every_fold_and_the_failed_one_last(run_dir):
     page = (run_dir / "report.html").read_text()
     rows = _cells(page, "ranked")
     order = sorted(TRIALS, key=lambda t: -np.mean(t[6]))
-    assert [r[1] for r in rows] == [t[0] for t in order] + ["t7"]
+    assert [r[1] for r in rows] == [t[0] for t in order] + [FAILED]
     first = rows[0]
     assert "0.700 ± 0.016" in first and "0.700 0.720 0.680" in first and "completed" in first
     assert first[2:7] == ["mean", "max", "8", "0.0012", "16"]  # as sampled, not 8.0
@@ -96,7 +108,7 @@ def test_best_against_the_next_four_uses_the_corrected_ttest(run_dir):
         t = corrected_ttest(order[0][6], other[6], 1 / 2)
         assert row[1] == f"{t['difference']:+.3f}" and row[3] == f"{t['p']:.3f}"
         assert row[4] == verdict(t, 3)
-    # t1 vs t2 is hand-computed in test_metrics: p = 0.24, not distinguishable on 3 folds
+    # best vs second is hand-computed in test_metrics: p = 0.24, not distinguishable on 3 folds
     assert rows[0][4] == "not distinguishable on these 3 folds"
 
 
@@ -131,7 +143,7 @@ def test_rebuilt_study_matches_the_cv_results(run_dir):
             "lr": lr,
             "batch_size": bs,
         }
-    assert study.best_trial.user_attrs["trial_id"] == "t1"
+    assert study.best_trial.user_attrs["trial_id"] == BEST
 
 
 def test_every_plot_is_embedded_and_written(run_dir):
@@ -179,7 +191,7 @@ def test_rebuilt_study_covers_points_outside_the_sampled_ranges(run_dir):
     # points_to_evaluate may fix a value the space never samples (tests use lr 1e-12)
     files = load_search(run_dir)
     results = files.results.copy()
-    results.loc[results["trial_id"] == "t6", "lr"] = 1e-12
+    results.loc[results["trial_id"] == T6, "lr"] = 1e-12
     study = rebuild_study(results, files.space)
-    lone = next(t for t in study.trials if t.user_attrs["trial_id"] == "t6")
+    lone = next(t for t in study.trials if t.user_attrs["trial_id"] == T6)
     assert lone.params["lr"] == 1e-12 and len(study.trials) == len(TRIALS)

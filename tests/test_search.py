@@ -12,13 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.config import TrainConfig
+from nli_tune.outputs import read_table
 from tests.browser import browser_page, free_port, server, shoot
 from tests.test_train import assert_no_post_text, run_train
 
@@ -118,7 +118,7 @@ def smoke(tmp_path_factory, ray_address):
 def test_smoke_cv_results_match_mlflow(smoke):
     tmp, _ = smoke
     run_dir = tmp / "outputs" / "smoke"
-    table = pd.read_csv(run_dir / "cv_results.csv")
+    table = read_table(run_dir / "cv_results.csv")
     assert len(table) == 2 and set(table["status"]) == {"completed"}
     assert (table["epochs"] == 2).all() and sorted(table["cv_rank"]) == [1, 2]
     client, parents, children = _runs(tmp, "smoke")
@@ -156,7 +156,7 @@ def test_smoke_cv_results_match_mlflow(smoke):
 
 def test_progress_lines_follow_every_trial(smoke):
     tmp, stdout = smoke
-    table = pd.read_csv(tmp / "outputs" / "smoke" / "cv_results.csv")
+    table = read_table(tmp / "outputs" / "smoke" / "cv_results.csv")
     client, _, _ = _runs(tmp, "smoke")
     assert "Trial status:" not in stdout  # Ray's wide table is replaced by these lines
     for row in table.itertuples():
@@ -176,7 +176,7 @@ def test_progress_lines_follow_every_trial(smoke):
 def test_best_config_is_the_top_trial_and_trains(smoke):
     tmp, stdout = smoke
     run_dir = tmp / "outputs" / "smoke"
-    table = pd.read_csv(run_dir / "cv_results.csv")
+    table = read_table(run_dir / "cv_results.csv")
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     top = table.loc[table["cv_macro_f1"].idxmax()]
     assert best["search"]["cv_macro_f1"] == pytest.approx(top["cv_macro_f1"])
@@ -209,7 +209,7 @@ def test_report_is_written_and_logged_to_the_parent_run(smoke):
     tmp, stdout = smoke
     run_dir = tmp / "outputs" / "smoke"
     page = (run_dir / "report.html").read_text()
-    table = pd.read_csv(run_dir / "cv_results.csv")
+    table = read_table(run_dir / "cv_results.csv")
     for tid in table["trial_id"]:
         assert f"<td>{tid}</td>" in page
     assert "report:" in stdout and str(run_dir / "report.html") in stdout
@@ -219,7 +219,7 @@ def test_report_is_written_and_logged_to_the_parent_run(smoke):
     pngs = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert "report/epochs.png" in pngs and "report/folds.png" in pngs
     # epochs.csv: every trial's per-epoch cross-fold score, as MLflow has it
-    epochs = pd.read_csv(run_dir / "epochs.csv")
+    epochs = read_table(run_dir / "epochs.csv")
     by_trial = dict(zip(table["trial_id"], table["mlflow_run_id"], strict=True))
     for tid, part in epochs.groupby("trial_id"):
         history = client.get_metric_history(by_trial[tid], "cv_macro_f1")
@@ -275,12 +275,12 @@ def test_same_seed_gives_the_same_folds_configs_and_fold_metrics(smoke, tmp_path
     second = tmp_path / "outputs" / "smoke"
     assert (first / "folds.json").read_text() == (second / "folds.json").read_text()
     key = ["pooling", "lr"]
-    a, b = (pd.read_csv(d / "cv_results.csv").sort_values(key) for d in (first, second))
+    a, b = (read_table(d / "cv_results.csv").sort_values(key) for d in (first, second))
     assert a["pooling"].tolist() == b["pooling"].tolist()
     assert np.allclose(a["lr"], b["lr"], rtol=1e-12)  # Optuna sampled the same configs
     metrics = ["cv_macro_f1", "cv_roc_auc", "fold0_macro_f1", "fold1_macro_f1"]
     assert np.allclose(a[metrics], b[metrics], atol=1e-6), (a[metrics], b[metrics])
-    ea, eb = (pd.read_csv(d / "epochs.csv") for d in (first, second))
+    ea, eb = (read_table(d / "epochs.csv") for d in (first, second))
     assert np.allclose(sorted(ea["cv_roc_auc"]), sorted(eb["cv_roc_auc"]), atol=1e-6)
 
 
@@ -392,7 +392,7 @@ def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
     # which Ray can keep reserved after the search ended (seen: later searches starved).
     assert {state for state, _ in made} == {"REMOVED"}, made
     assert sum(bundles == 2 for _, bundles in made) == 2, made
-    table = pd.read_csv(tmp_path / "outputs" / "asha" / "cv_results.csv")
+    table = read_table(tmp_path / "outputs" / "asha" / "cv_results.csv")
     bad = table[table["lr"] < 1e-9].iloc[0]
     good = table[table["lr"] > 1e-9].iloc[0]
     assert good["status"] == "completed" and good["epochs"] == 3
@@ -417,7 +417,7 @@ def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_addres
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "Ray dashboard: off" in r.stdout
-    table = pd.read_csv(tmp_path / "outputs" / "nodash" / "cv_results.csv")
+    table = read_table(tmp_path / "outputs" / "nodash" / "cv_results.csv")
     assert len(table) == 3 and "failed" not in set(table["status"])
     assert (table["status"] == "stopped early").sum() == 1  # the lr 1e-12 trial, at rung 1
 
@@ -643,7 +643,7 @@ def test_searched_rank_and_epochs_keep_their_meaning(tmp_path, ray_address):
         tmp_path, "ranks", params=params, fixed=fixed, num_samples=2, points_to_evaluate=points
     )
     _search(tmp_path, space, ray_address)
-    table = pd.read_csv(tmp_path / "outputs" / "ranks" / "cv_results.csv")
+    table = read_table(tmp_path / "outputs" / "ranks" / "cv_results.csv")
     assert set(table["rank"]) == {4, 8} and sorted(table["cv_rank"]) == [1, 2]
     assert sorted(table["epochs"]) == [1, 2] and set(table["status"]) == {"completed"}
     _, _, children = _runs(tmp_path, "ranks")
