@@ -1,13 +1,16 @@
 """Speed and memory goals, measured (never asserted in timed tests).
 
     python -m nli_tune.bench [--quick | --main-job] [--output bench.json] [--skip-search]
+                             [--hf-epochs 2]
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
-pair classifier, padding, and peak resident memory; then runs the README's main job, cut
+pair classifier, padding, and peak resident memory; our fold trainer against
+transformers.Trainer on one fold (bench_trainer.py); then runs the README's main job, cut
 to fit (see bench_search.py), and reads each trial's overhead, the search's idle share and
-the epochs ASHA saved from it. Prints each figure against its goal.
+the epochs ASHA saved from it. Prints each figure against its goal, beside its peer where
+one ran.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from nli_tune.errors import run_cli
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer, autocast_dtype
 
+# A goal's figure -> (ours, the peer's) printed beside it: the peer ran in the same bench.
+PEERS = {
+    "padding_efficiency": ("padding_efficiency", "padding_efficiency_random_longest"),
+    "trainer_speedup_vs_hf": ("trainer_tokens_per_s_fold", "hf_trainer_tokens_per_s"),
+    "trainer_f1_gap": ("trainer_macro_f1", "hf_trainer_macro_f1"),
+}
+
 # Goals for the embedded default (270M, 3 layers) on a 2-core CPU box.
 GOALS = {
     "data_seconds": ("<=", 30.0),  # synth + validate + encode 1,484 posts x 9 criteria
@@ -36,6 +46,8 @@ GOALS = {
     "score_tokens_per_s": (">=", 3000.0),  # no-grad scoring
     "peak_rss_gib": ("<=", 8.0),  # whole process
     "padding_efficiency": (">=", 0.95),  # real tokens / tokens our length-bucketed batches run
+    "trainer_speedup_vs_hf": (">=", 1.5),  # fold trainer real tokens/s / transformers.Trainer's
+    "trainer_f1_gap": ("<=", 0.02),  # |macro-F1 ours - transformers.Trainer's|, same fold
     "per_trial_overhead_s": ("<=", 8.0),  # a trial's wall time minus its folds' compute
     "search_overhead_fraction": ("<=", 0.10),  # share of the search with its slots idle
     "asha_epoch_savings": (">=", 0.5),  # 1 - epochs run / (trials x max epochs)
@@ -64,6 +76,28 @@ def padding_figures(
     }
 
 
+def goal_table(results: dict[str, float]) -> tuple[list[str], bool]:
+    """One line per goal measured: its value, where a peer ran in the same bench our
+    figure, the peer's and their ratio, then the goal and whether it is met; and whether
+    every measured goal is met."""
+    lines = [f"  {'figure':<26} {'value':>9} {'ours':>9} {'peer':>9} {'ratio':>6}   goal"]
+    ok = True
+    for key, (op, goal) in GOALS.items():
+        if key not in results:
+            continue
+        value = results[key]
+        met = bool(value <= goal if op == "<=" else value >= goal)
+        ok &= met
+        ours, peer = PEERS.get(key, ("", ""))
+        side = f"{'':>9} {'':>9} {'':>6}"
+        if ours in results and peer in results:
+            ratio = results[ours] / results[peer]
+            side = f"{results[ours]:9.4g} {results[peer]:9.4g} {ratio:6.2f}"
+        verdict = "met" if met else "MISSED"
+        lines.append(f"  {key:<26} {value:9.4g} {side}   {op} {goal:g}  {verdict}")
+    return lines, ok
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["quality"]:  # the side-by-side quality table (see quality.py)
@@ -90,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         "--main-job",
         action="store_true",
         help="run the README's main job as shipped for default_search_s (well over 20 min here)",
+    )
+    p.add_argument(
+        "--hf-epochs",
+        type=int,
+        help="epochs of one fold that our trainer and transformers.Trainer each train for "
+        "the speed-up (default 2, 1 with --quick; about 1 min here; 0 skips it)",
     )
     p.add_argument("--skip-search", action="store_true", help="in-process figures only (no search)")
     args = p.parse_args(argv)
@@ -146,24 +186,45 @@ def main(argv: list[str] | None = None) -> int:
         f"model {args.model} layers {args.num_layers} threads {torch.get_num_threads()} "
         f"precision {'bf16' if amp else 'fp32'}"
     )
+    if args.hf_epochs is None:
+        args.hf_epochs = 1 if args.quick else 2
+    if args.hf_epochs > 0:
+        results |= _trainer_figures(args, tok)
     if not args.skip_search:
         results |= _search_figures(
             "quick" if args.quick else "main-job" if args.main_job else "default"
         )
-    ok = True
-    for key, (op, goal) in GOALS.items():
-        if key not in results:
-            continue
-        value = results[key]
-        met = bool(value <= goal if op == "<=" else value >= goal)
-        ok &= met
-        print(f"  {key:<20} {value:10.3g}   goal {op} {goal:g}   {'met' if met else 'MISSED'}")
+    lines, ok = goal_table(results)
+    print("\n".join(lines))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(
                 {"results": results, "goals": GOALS, "all_met": ok}, f, indent=2, default=float
             )
     return 0
+
+
+def _trainer_figures(args, tok) -> dict[str, float]:
+    """Our fold trainer against transformers.Trainer (bench_trainer.py) on fold 0 of the
+    bundled sample, with the search's defaults (sentence units, 3 negatives per positive)."""
+    from nli_tune import SAMPLE_DIR
+    from nli_tune.bench_trainer import compare_with_hf_trainer
+    from nli_tune.folds import make_folds
+
+    cfg = TrainConfig(model=args.model, num_layers=args.num_layers, epochs=args.hf_epochs)
+    data = load_redsm5(SAMPLE_DIR)
+    units = encode_units(tok, data, cfg)
+    plan = make_folds(data.pairs(), cfg.folds, cfg.test_fraction, cfg.seed)
+    train_posts, val_posts = plan.fold(0)
+    f = compare_with_hf_trainer(cfg, units.subset(train_posts), units.subset(val_posts))
+    print(
+        f"trainer: {f['trainer_tokens_per_s_fold']:.0f} real tokens/s against "
+        f"transformers.Trainer's {f['hf_trainer_tokens_per_s']:.0f} (x"
+        f"{f['trainer_speedup_vs_hf']:.2f}), fold 0, {cfg.epochs} epochs of "
+        f"{f['trainer_examples'] / cfg.epochs:.0f} examples; val macro-F1 "
+        f"{f['trainer_macro_f1']:.3f} against {f['hf_trainer_macro_f1']:.3f}"
+    )
+    return f
 
 
 def _search_figures(mode: str) -> dict[str, float]:

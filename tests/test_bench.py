@@ -1,5 +1,7 @@
 """The benchmark's own arithmetic (its timings are never asserted)."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,3 +50,60 @@ def test_search_timing_reads_overhead_idle_share_and_asha_savings():
     assert figures["peak_rss_mb_per_worker"] == 950.0
     assert figures["tokens_per_s_per_worker"] == 300.0
     assert figures["search_s"] == 100.0
+
+
+def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
+    """The comparison's correctness, not its timings: both loops saw the same examples
+    (it raises otherwise) and the same real tokens, and each side really trained."""
+    from nli_tune import SAMPLE_DIR
+    from nli_tune.bench_trainer import compare_with_hf_trainer
+    from nli_tune.config import TrainConfig
+    from nli_tune.data import load_redsm5
+    from nli_tune.encoding import encode_units
+    from nli_tune.folds import make_folds
+    from nli_tune.model import build_model
+
+    cfg = TrainConfig(
+        model="tiny-random",
+        num_layers=None,
+        max_length=96,
+        batch_size=4,
+        precision="fp32",
+        epochs=2,
+        neg_ratio=1.0,
+    )
+    data = load_redsm5(SAMPLE_DIR)
+    units = encode_units(build_model(cfg)[1], data, cfg)
+    train_posts, val_posts = make_folds(data.pairs(), 3, 0.15, 0).fold(0)
+    figures = compare_with_hf_trainer(
+        cfg, units.subset(train_posts[:30]), units.subset(val_posts[:10])
+    )
+    assert figures["hf_trainer_tokens"] == figures["trainer_tokens"] > 0
+    # 2 epochs, each every positive + 1 fresh negative per positive
+    assert figures["trainer_examples"] % 2 == 0 and figures["trainer_examples"] >= 4
+    assert figures["trainer_speedup_vs_hf"] == pytest.approx(
+        figures["trainer_tokens_per_s_fold"] / figures["hf_trainer_tokens_per_s"]
+    )
+    # HF steps once per batch of its one pass; ours at least as often (one bucket per batch)
+    assert figures["hf_trainer_steps"] == math.ceil(figures["trainer_examples"] / 4)
+    assert figures["trainer_steps"] >= figures["hf_trainer_steps"]
+    for side in ("trainer", "hf_trainer"):
+        assert 0 <= figures[f"{side}_macro_f1"] <= 1
+
+
+def test_goal_table_puts_each_figure_beside_its_peer():
+    from nli_tune.bench import goal_table
+
+    results = {
+        "trainer_speedup_vs_hf": 2000 / 1600,
+        "trainer_tokens_per_s_fold": 2000.0,
+        "hf_trainer_tokens_per_s": 1600.0,
+        "data_seconds": 3.0,
+    }
+    lines, ok = goal_table(results)
+    assert len(lines) == 3  # header + the two goals measured; the rest are left out
+    speed = next(ln.split() for ln in lines if ln.split()[0] == "trainer_speedup_vs_hf")
+    assert speed == ["trainer_speedup_vs_hf", "1.25", "2000", "1600", "1.25", ">=", "1.5", "MISSED"]
+    data = next(ln.split() for ln in lines if ln.split()[0] == "data_seconds")
+    assert data == ["data_seconds", "3", "<=", "30", "met"]  # no peer ran: no peer columns
+    assert ok is False
