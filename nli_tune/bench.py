@@ -7,9 +7,10 @@
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
 pair classifier, padding, and peak resident memory; our fold trainer against
-transformers.Trainer on one fold (bench_trainer.py); then runs the README's main job, cut
-to fit (see bench_search.py), and reads each trial's overhead, the search's idle share and
-the epochs ASHA saved from it. Prints each figure against its goal, beside its peer where
+transformers.Trainer on one fold (bench_trainer.py); each fold's first epoch alone and the
+folds one after another; then runs the README's main job, cut to fit (see
+bench_search.py), and reads each trial's overhead, the search's idle share, the epochs
+ASHA saved and the same first epoch with the folds side by side from it. Prints each figure against its goal, beside its peer where
 one ran.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -37,6 +39,7 @@ PEERS = {
     "padding_efficiency": ("padding_efficiency", "padding_efficiency_random_longest"),
     "trainer_speedup_vs_hf": ("trainer_tokens_per_s_fold", "hf_trainer_tokens_per_s"),
     "trainer_f1_gap": ("trainer_macro_f1", "hf_trainer_macro_f1"),
+    "fold_parallel_ratio": ("fold_parallel_epoch_s", "fold_alone_s"),
 }
 
 # Goals for the embedded default (270M, 3 layers) on a 2-core CPU box.
@@ -48,6 +51,7 @@ GOALS = {
     "padding_efficiency": (">=", 0.95),  # real tokens / tokens our length-bucketed batches run
     "trainer_speedup_vs_hf": (">=", 1.5),  # fold trainer real tokens/s / transformers.Trainer's
     "trainer_f1_gap": ("<=", 0.02),  # |macro-F1 ours - transformers.Trainer's|, same fold
+    "fold_parallel_ratio": ("<=", 1.15),  # K folds side by side in a trial / one fold alone
     "per_trial_overhead_s": ("<=", 8.0),  # a trial's wall time minus its folds' compute
     "search_overhead_fraction": ("<=", 0.10),  # share of the search with its slots idle
     "asha_epoch_savings": (">=", 0.5),  # 1 - epochs run / (trials x max epochs)
@@ -76,10 +80,13 @@ def padding_figures(
     }
 
 
-def goal_table(results: dict[str, float]) -> tuple[list[str], bool]:
+def goal_table(
+    results: dict[str, float], report_only: frozenset[str] = frozenset()
+) -> tuple[list[str], bool]:
     """One line per goal measured: its value, where a peer ran in the same bench our
-    figure, the peer's and their ratio, then the goal and whether it is met; and whether
-    every measured goal is met."""
+    figure, the peer's and their ratio, then the goal and whether it is met ("report" for
+    the keys in report_only: this machine cannot meet them); and whether every judged
+    goal is met."""
     lines = [f"  {'figure':<26} {'value':>9} {'ours':>9} {'peer':>9} {'ratio':>6}   goal"]
     ok = True
     for key, (op, goal) in GOALS.items():
@@ -87,13 +94,13 @@ def goal_table(results: dict[str, float]) -> tuple[list[str], bool]:
             continue
         value = results[key]
         met = bool(value <= goal if op == "<=" else value >= goal)
-        ok &= met
+        ok &= met or key in report_only
         ours, peer = PEERS.get(key, ("", ""))
         side = f"{'':>9} {'':>9} {'':>6}"
         if ours in results and peer in results:
             ratio = results[ours] / results[peer]
             side = f"{results[ours]:9.4g} {results[peer]:9.4g} {ratio:6.2f}"
-        verdict = "met" if met else "MISSED"
+        verdict = "report" if key in report_only else "met" if met else "MISSED"
         lines.append(f"  {key:<26} {value:9.4g} {side}   {op} {goal:g}  {verdict}")
     return lines, ok
 
@@ -190,11 +197,20 @@ def main(argv: list[str] | None = None) -> int:
         args.hf_epochs = 1 if args.quick else 2
     if args.hf_epochs > 0:
         results |= _trainer_figures(args, tok)
+    report_only: frozenset[str] = frozenset()
     if not args.skip_search:
+        if not args.quick:  # the quick search runs other epochs than the ones timed here
+            results |= _fold_figures(tok)
         results |= _search_figures(
             "quick" if args.quick else "main-job" if args.main_job else "default"
         )
-    lines, ok = goal_table(results)
+        if "fold_alone_s" in results:
+            results["fold_parallel_ratio"] = (
+                results["fold_parallel_epoch_s"] / results["fold_alone_s"]
+            )
+            if (os.cpu_count() or 1) < results["folds"]:  # no free slot per fold here
+                report_only = frozenset({"fold_parallel_ratio"})
+    lines, ok = goal_table(results, report_only)
     print("\n".join(lines))
     if args.output:
         with open(args.output, "w") as f:
@@ -220,11 +236,38 @@ def _trainer_figures(args, tok) -> dict[str, float]:
     print(
         f"trainer: {f['trainer_tokens_per_s_fold']:.0f} real tokens/s against "
         f"transformers.Trainer's {f['hf_trainer_tokens_per_s']:.0f} (x"
-        f"{f['trainer_speedup_vs_hf']:.2f}), fold 0, {cfg.epochs} epochs of "
+        f"{f['trainer_speedup_vs_hf']:.2f}; its batches' real/run tokens "
+        f"{f['hf_trainer_padding_efficiency']:.3f}), fold 0, {cfg.epochs} epochs of "
         f"{f['trainer_examples'] / cfg.epochs:.0f} examples; val macro-F1 "
         f"{f['trainer_macro_f1']:.3f} against {f['hf_trainer_macro_f1']:.3f}"
     )
     return f
+
+
+def _fold_figures(tok) -> dict[str, float]:
+    """The main job's first trial (its space's first fixed point), epoch 1 of each fold, run
+    one fold after another in this process: on a fold worker's torch threads (one fold
+    alone: the slowest) and on all of this process's (the folds serially, as the seed ran
+    them). The search then times the same epoch with the K folds side by side."""
+    from nli_tune.bench_search import MAIN_JOB_SPACE
+    from nli_tune.bench_trainer import fold_epoch_seconds
+    from nli_tune.folds import make_folds
+    from nli_tune.space import load_space
+
+    space = load_space(str(MAIN_JOB_SPACE))
+    cfg = space.trial_config(space.points_to_evaluate[0])
+    data = load_redsm5(cfg.data_dir)
+    units = encode_units(tok, data, cfg)
+    plan = make_folds(data.pairs(), space.folds, cfg.test_fraction, cfg.seed)  # the search's
+    worker_threads = max(1, round(space.cpus_per_worker))  # as tune_trial gives a fold worker
+    alone = fold_epoch_seconds(cfg, units, plan, worker_threads)
+    serial = fold_epoch_seconds(cfg, units, plan, torch.get_num_threads())
+    print(
+        f"folds: epoch 1 of {space.folds} folds, each alone on {worker_threads} thread(s): "
+        f"{' '.join(f'{s:.0f}s' for s in alone)}; one after another on "
+        f"{torch.get_num_threads()}: {sum(serial):.0f}s"
+    )
+    return {"folds": space.folds, "fold_alone_s": max(alone), "folds_serial_s": sum(serial)}
 
 
 def _search_figures(mode: str) -> dict[str, float]:

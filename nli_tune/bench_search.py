@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -46,9 +47,23 @@ def run_search(space_file: Path, workdir: Path, overrides: dict | None = None) -
         raise RuntimeError("the bench search failed:\n" + "\n".join(tail))
     found = re.search(r"-> (\d+) trial\(s\) at a time", done.stdout)
     at_once = int(found.group(1)) if found else 1
-    table = read_table(workdir / "outputs" / space["name"] / "cv_results.csv")
+    run_dir = workdir / "outputs" / space["name"]
+    table = read_table(run_dir / "cv_results.csv")
     max_epochs = int(space["fixed"]["epochs"])
-    return search_timing(table, wall, at_once, max_epochs)
+    figures = search_timing(table, wall, at_once, max_epochs)
+    figures["fold_parallel_epoch_s"] = first_point_epoch_s(
+        table, read_table(run_dir / "epochs.csv"), space["points_to_evaluate"][0]
+    )
+    return figures
+
+
+def first_point_epoch_s(table: pd.DataFrame, epochs: pd.DataFrame, point: dict) -> float:
+    """Epoch 1's compute seconds, its slowest fold's (the K folds ran side by side), of the
+    trial that ran the space's first fixed point: the bench times the same folds alone."""
+    match = np.logical_and.reduce([table[key] == value for key, value in point.items()])
+    trial = table.loc[match, "trial_id"].iloc[0]
+    first = epochs[(epochs["trial_id"] == trial) & (epochs["epoch"] == 1)]
+    return float(first["epoch_compute_s"].iloc[0])
 
 
 def search_timing(table: pd.DataFrame, wall_s: float, at_once: int, max_epochs: int) -> dict:

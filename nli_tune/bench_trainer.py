@@ -21,6 +21,7 @@ from torch import nn
 
 from nli_tune.config import TrainConfig
 from nli_tune.encoding import UnitData, collate, pair_lengths
+from nli_tune.folds import FoldPlan
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer
 
@@ -72,12 +73,14 @@ def compare_with_hf_trainer(
     peer = FoldTrainer(cfg, build_model(cfg, tokenizer=False)[0], train, val, device)
     wrapped = LossInForward(peer.model, peer.loss_fn)
     seen: list[tuple[int, int]] = []
+    padded = [0]  # tokens HF's batches run, padding included
 
     def collator(items: list[dict]) -> dict[str, torch.Tensor]:
         units = np.array([it["unit"] for it in items])
         crits = np.array([it["crit"] for it in items])
         seen.extend(zip(units.tolist(), crits.tolist(), strict=True))
         batch = collate(train, units, crits)
+        padded[0] += batch["input_ids"].numel()
         batch["labels"] = torch.from_numpy(train.evidence[units, crits].astype(np.int64))
         return batch
 
@@ -127,7 +130,28 @@ def compare_with_hf_trainer(
         "trainer_tokens_per_s_fold": tokens / seconds,
         "hf_trainer_tokens_per_s": wrapped.tokens / hf_seconds,
         "trainer_speedup_vs_hf": (tokens / seconds) / (wrapped.tokens / hf_seconds),
+        "hf_trainer_padding_efficiency": wrapped.tokens / padded[0],
         "trainer_macro_f1": ours_f1,
         "hf_trainer_macro_f1": peer_f1,
         "trainer_f1_gap": abs(ours_f1 - peer_f1),
     }
+
+
+def fold_epoch_seconds(
+    cfg: TrainConfig, units: UnitData, plan: FoldPlan, threads: int
+) -> list[float]:
+    """Each fold's first epoch, one fold after another in this process on `threads` torch
+    threads: its compute seconds (training, calibration, scoring its validation posts),
+    as a fold worker counts them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        seconds = []
+        for k in range(len(plan.val_folds)):
+            train_posts, val_posts = plan.fold(k)
+            model = build_model(cfg, tokenizer=False)[0]
+            trainer = FoldTrainer(cfg, model, units.subset(train_posts), units.subset(val_posts))
+            seconds.append(trainer.step_epoch()["compute_seconds"])
+        return seconds
+    finally:
+        torch.set_num_threads(before)

@@ -411,7 +411,7 @@ def _trial_seconds(wall: float | None, compute: float | None) -> dict[str, float
 
 def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:
     """One row per epoch a trial reported: the cross-fold numbers ASHA judged it on."""
-    cols = ["epoch", METRIC, "cv_macro_f1_std", "cv_roc_auc"]
+    cols = ["epoch", METRIC, "cv_macro_f1_std", "cv_roc_auc", "epoch_compute_s"]
     cols += [f"fold{k}_macro_f1" for k in range(folds)]
     frame = result.metrics_dataframe
     if frame is None or frame.empty or "epoch" not in frame:

@@ -79,6 +79,7 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
         cfg, units.subset(train_posts[:30]), units.subset(val_posts[:10])
     )
     assert figures["hf_trainer_tokens"] == figures["trainer_tokens"] > 0
+    assert 0 < figures["hf_trainer_padding_efficiency"] <= 1
     # 2 epochs, each every positive + 1 fresh negative per positive
     assert figures["trainer_examples"] % 2 == 0 and figures["trainer_examples"] >= 4
     assert figures["trainer_speedup_vs_hf"] == pytest.approx(
@@ -107,3 +108,38 @@ def test_goal_table_puts_each_figure_beside_its_peer():
     data = next(ln.split() for ln in lines if ln.split()[0] == "data_seconds")
     assert data == ["data_seconds", "3", "<=", "30", "met"]  # no peer ran: no peer columns
     assert ok is False
+
+
+def test_first_point_epoch_is_read_from_the_trial_that_ran_the_point():
+    from nli_tune.bench_search import first_point_epoch_s
+
+    table = pd.DataFrame(
+        {"trial_id": ["17063e69", "00812345"], "pooling": ["cls", "mean"], "lr": [2e-3, 1.5e-3]}
+    )
+    epochs = pd.DataFrame(
+        {
+            "trial_id": ["17063e69", "00812345", "00812345"],
+            "epoch": [1, 1, 2],
+            "epoch_compute_s": [50.0, 70.0, 65.0],
+        }
+    )
+    assert first_point_epoch_s(table, epochs, {"pooling": "mean", "lr": 1.5e-3}) == 70.0
+
+
+def test_a_report_only_goal_is_printed_but_not_judged():
+    from nli_tune.bench import goal_table
+
+    results = {"fold_parallel_ratio": 2.0, "fold_parallel_epoch_s": 70.0, "fold_alone_s": 35.0}
+    lines, ok = goal_table(results, frozenset({"fold_parallel_ratio"}))
+    assert lines[1].split() == [
+        "fold_parallel_ratio",
+        "2",
+        "70",
+        "35",
+        "2.00",
+        "<=",
+        "1.15",
+        "report",
+    ]
+    assert ok is True
+    assert goal_table(results)[1] is False

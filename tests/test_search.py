@@ -225,6 +225,10 @@ def test_report_is_written_and_logged_to_the_parent_run(smoke):
         history = client.get_metric_history(by_trial[tid], "cv_macro_f1")
         assert list(part["epoch"]) == [m.step for m in history]
         assert list(part["cv_macro_f1"]) == pytest.approx([m.value for m in history])
+        # and what each epoch cost: its slowest fold's training and scoring
+        cost = client.get_metric_history(by_trial[tid], "epoch_compute_s")
+        assert list(part["epoch_compute_s"]) == pytest.approx([m.value for m in cost])
+        assert (part["epoch_compute_s"] > 0).all()
 
 
 def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
