@@ -1,7 +1,7 @@
 """Speed and memory goals, measured (never asserted in timed tests).
 
     python -m nli_tune.bench [--quick | --main-job] [--output bench.json] [--skip-search]
-                             [--hf-epochs 2]
+                             [--hf-epochs 2] [--asha-off]
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
 
 Measures, on this machine: data generation + validation + pair encoding at the real
@@ -10,8 +10,9 @@ pair classifier, padding, and peak resident memory; our fold trainer against
 transformers.Trainer on one fold (bench_trainer.py); each fold's first epoch alone and the
 folds one after another; then runs the README's main job, cut to fit (see
 bench_search.py), and reads each trial's overhead, the search's idle share, the epochs
-ASHA saved and the same first epoch with the folds side by side from it. Prints each figure against its goal, beside its peer where
-one ran.
+ASHA saved and the same first epoch with the folds side by side from it (--asha-off: and
+from the same search without ASHA). Prints each figure against its goal, beside its peer
+where one ran.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ PEERS = {
     "trainer_speedup_vs_hf": ("trainer_tokens_per_s_fold", "hf_trainer_tokens_per_s"),
     "trainer_f1_gap": ("trainer_macro_f1", "hf_trainer_macro_f1"),
     "fold_parallel_ratio": ("fold_parallel_epoch_s", "fold_alone_s"),
+    "asha_epoch_savings": ("epochs_run", "no_asha_epochs_run"),
+    "asha_best_f1_loss": ("best_cv_macro_f1", "no_asha_best_cv_macro_f1"),
 }
 
 # Goals for the embedded default (270M, 3 layers) on a 2-core CPU box.
@@ -55,6 +58,7 @@ GOALS = {
     "per_trial_overhead_s": ("<=", 8.0),  # a trial's wall time minus its folds' compute
     "search_overhead_fraction": ("<=", 0.10),  # share of the search with its slots idle
     "asha_epoch_savings": (">=", 0.5),  # 1 - epochs run / (trials x max epochs)
+    "asha_best_f1_loss": ("<=", 0.01),  # best cv macro-F1 without ASHA - with (--asha-off)
     "default_search_s": ("<=", 300.0),  # the README's main job, Ray start included
 }
 
@@ -138,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         help="epochs of one fold that our trainer and transformers.Trainer each train for "
         "the speed-up (default 2, 1 with --quick; about 1 min here; 0 skips it)",
     )
+    p.add_argument(
+        "--asha-off",
+        action="store_true",
+        help="also run the same seeded search without ASHA (about 12 min more here), for the "
+        "epochs ASHA saved and the best score it gave up",
+    )
     p.add_argument("--skip-search", action="store_true", help="in-process figures only (no search)")
     args = p.parse_args(argv)
     from nli_tune import synth
@@ -201,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_search:
         if not args.quick:  # the quick search runs other epochs than the ones timed here
             results |= _fold_figures(tok)
-        results |= _search_figures(
-            "quick" if args.quick else "main-job" if args.main_job else "default"
-        )
+        mode = "quick" if args.quick else "main-job" if args.main_job else "default"
+        results |= _search_figures(mode, args.asha_off)
         if "fold_alone_s" in results:
             results["fold_parallel_ratio"] = (
                 results["fold_parallel_epoch_s"] / results["fold_alone_s"]
@@ -270,13 +279,17 @@ def _fold_figures(tok) -> dict[str, float]:
     return {"folds": space.folds, "fold_alone_s": max(alone), "folds_serial_s": sum(serial)}
 
 
-def _search_figures(mode: str) -> dict[str, float]:
+def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
     from pathlib import Path
 
-    from nli_tune.bench_search import CUTS, MAIN_JOB_SPACE, run_search
+    from nli_tune.bench_search import CUTS, MAIN_JOB_SPACE, asha_comparison, run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_search(MAIN_JOB_SPACE, Path(tmp), CUTS[mode])
+    if asha_off and mode != "quick":
+        with tempfile.TemporaryDirectory() as tmp:
+            twin = run_search(MAIN_JOB_SPACE, Path(tmp), (CUTS[mode] or {}) | {"scheduler": "none"})
+        figures |= asha_comparison(figures, twin)
     if mode == "main-job":  # only the job as shipped says how long the README's job takes
         figures["default_search_s"] = figures.pop("search_s")
     if mode == "quick":  # no ASHA there: nothing to save

@@ -39,6 +39,7 @@ def test_search_timing_reads_overhead_idle_share_and_asha_savings():
             "overhead_s": [20.0, 25.0, 40.0],
             "compute_s": [60.0, 40.0, 20.0],
             "epochs": [10, 3, 1],
+            "cv_macro_f1": [0.6, 0.5, 0.4],
             "worker_peak_rss_mb": [900.0, 950.0, 920.0],
             "worker_tokens_per_s": [300.0, 310.0, 290.0],
         }
@@ -143,3 +144,22 @@ def test_a_report_only_goal_is_printed_but_not_judged():
     ]
     assert ok is True
     assert goal_table(results)[1] is False
+
+
+def test_asha_comparison_counts_epochs_and_the_best_score_given_up():
+    from nli_tune.bench_search import asha_comparison, search_timing
+
+    # 4 trials of at most 3 epochs: ASHA ran 3 + 1 + 1 + 3, without it 4 x 3
+    asha = pd.DataFrame(
+        {"epochs": [3, 1, 1, 3], "cv_macro_f1": [0.60, 0.50, 0.52, 0.63], "overhead_s": 20.0}
+    )
+    asha["compute_s"] = asha["epochs"] * 70.0
+    asha["worker_peak_rss_mb"], asha["worker_tokens_per_s"] = 1600.0, 800.0
+    full = asha.assign(epochs=3, cv_macro_f1=[0.60, 0.55, 0.52, 0.63])
+    with_asha = search_timing(asha, 700.0, 1, 3)
+    assert with_asha["epochs_run"] == 8 and with_asha["no_asha_epochs_run"] == 12
+    assert with_asha["asha_epoch_savings"] == pytest.approx(1 - 8 / 12)
+    figures = asha_comparison(with_asha, search_timing(full, 1000.0, 1, 3))
+    assert figures["asha_epoch_savings"] == pytest.approx(1 - 8 / 12)
+    assert figures["asha_best_f1_loss"] == pytest.approx(0.0)  # the best trial ran out
+    assert figures["no_asha_best_cv_macro_f1"] == pytest.approx(0.63)
