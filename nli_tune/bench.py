@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--asha-off",
         action="store_true",
-        help="also run the same seeded search without ASHA (about 12 min more here), for the "
+        help="also run the same seeded search without ASHA (about 15 min more here), for the "
         "epochs ASHA saved and the best score it gave up",
     )
     p.add_argument("--skip-search", action="store_true", help="in-process figures only (no search)")

@@ -63,7 +63,7 @@ def first_point_epoch_s(table: pd.DataFrame, epochs: pd.DataFrame, point: dict) 
     match = np.logical_and.reduce([table[key] == value for key, value in point.items()])
     trial = table.loc[match, "trial_id"].iloc[0]
     first = epochs[(epochs["trial_id"] == trial) & (epochs["epoch"] == 1)]
-    return float(first["epoch_compute_s"].iloc[0])
+    return float(first["epoch_compute_s"].iloc[0]) if len(first) else float("nan")  # failed
 
 
 def search_timing(table: pd.DataFrame, wall_s: float, at_once: int, max_epochs: int) -> dict:

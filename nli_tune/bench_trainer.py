@@ -28,7 +28,7 @@ from nli_tune.trainer import FoldTrainer
 
 class LossInForward(nn.Module):
     """Our PairClassifier with its loss inside `forward`, as `transformers.Trainer` expects;
-    counts the real tokens and the examples it trained on."""
+    counts the real tokens it trained on."""
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module):
         super().__init__()
@@ -65,7 +65,7 @@ def compare_with_hf_trainer(
     for _ in range(cfg.epochs):
         m = ours.train_epoch()
         seconds += m["epoch_seconds"]
-        tokens += m["tokens_per_s"] * m["epoch_seconds"]
+        tokens += round(m["tokens_per_s"] * m["epoch_seconds"])  # an integer count
     examples = np.concatenate(drawn)
 
     # The HF side: a second FoldTrainer on a fresh copy of the model lends it the same
