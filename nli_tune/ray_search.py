@@ -203,6 +203,9 @@ def run_search(
                     scheduler=scheduler,
                     num_samples=space.num_samples,
                     max_concurrent_trials=max_concurrent,
+                    # The next trial runs in the finished trial's actor: no new process and
+                    # no second import of Ray Train and torch (about 3 s a trial on 2 cores).
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     storage_path=storage,

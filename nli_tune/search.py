@@ -36,6 +36,9 @@ RAY_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_AIR_NEW_OUTPUT": "1",
 }
+# Only where the search starts its own local Ray: no node of it can be preempted, so Ray
+# Train's preemption watcher (one more process per trial, about 2 CPU-s) has nothing to watch.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 # MLflow's HTTP client retries a dead server for minutes by default, while Tune (and so
 # every fold worker) waits on the callback: fail within seconds and queue the records.
 MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
@@ -273,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             # What the environment already sets wins (e.g. a longer start-up timeout):
             # runtime_env would otherwise overwrite it in every trial and worker. NLI_TUNE_*
             # variables reach the workers too, on any cluster.
-            {key: os.environ.get(key, value) for key, value in RAY_ENV.items()}
+            {
+                key: os.environ.get(key, value)
+                for key, value in (RAY_ENV | ({} if args.address else LOCAL_RAY_ENV)).items()
+            }
             | {key: value for key, value in os.environ.items() if key.startswith("NLI_TUNE_")},
         )
     except SearchInterrupted as stop:
