@@ -3,6 +3,7 @@
     python -m nli_tune.bench [--quick | --main-job] [--output bench.json] [--skip-search]
                              [--hf-epochs 2] [--asha-off]
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
+    python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see bench_gpu.py
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
@@ -115,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         from nli_tune import quality
 
         return quality.main(argv[1:])
+    if argv[:1] == ["gpu"]:  # the GPU bench: refuses to run without CUDA (see bench_gpu.py)
+        from nli_tune import bench_gpu
+
+        return bench_gpu.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m nli_tune.bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="gemma-3-270m", help="model preset/id (default gemma-3-270m)")
     p.add_argument("--num-layers", type=int, default=3, help="decoder layers kept (default 3)")

@@ -138,6 +138,15 @@ def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None, tokeniz
     backbone, tok = load_backbone(
         cfg.model, num_layers=cfg.num_layers, attention=cfg.attention, tokenizer=tokenizer
     )
+    return wrap_backbone(backbone, cfg, adapter_dir), tok
+
+
+def wrap_backbone(
+    backbone: nn.Module, cfg: TrainConfig, adapter_dir: str | Path | None = None
+) -> PairClassifier:
+    """A loaded backbone made into the PairClassifier as cfg says: gradient checkpointing,
+    fresh DoRA adapters (or saved ones from adapter_dir), pooler and head. Shared by
+    build_model and the GPU bench, which times the same model on a random-init backbone."""
     if cfg.grad_checkpointing:
         backbone.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -154,8 +163,7 @@ def build_model(cfg: TrainConfig, adapter_dir: str | Path | None = None, tokeniz
         backbone = get_peft_model(backbone, lora)
     else:
         backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
-    model = PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
-    return model, tok
+    return PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
