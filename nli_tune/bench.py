@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = FoldTrainer(cfg, model, units, None)
     rng = np.random.default_rng(0)
-    examples = trainer._evidence_examples(rng)
+    examples = trainer.evidence_examples(rng)
     lengths = pair_lengths(trainer.train, examples[:, 0], examples[:, 1])
     results |= padding_figures(lengths, cfg.batch_size, cfg.max_length, np.random.default_rng(1))
     print(
@@ -274,7 +274,7 @@ def _fold_figures(tok) -> dict[str, float]:
     data = load_redsm5(cfg.data_dir)
     units = encode_units(tok, data, cfg)
     plan = make_folds(data.pairs(), space.folds, cfg.test_fraction, cfg.seed)  # the search's
-    worker_threads = max(1, round(space.cpus_per_worker))  # as tune_trial gives a fold worker
+    worker_threads = space.worker_threads  # as tune_trial gives a fold worker
     alone = fold_epoch_seconds(cfg, units, plan, worker_threads)
     print(
         f"folds: epoch 1 of {space.folds} folds, each alone on {worker_threads} thread(s): "

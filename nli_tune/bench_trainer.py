@@ -54,16 +54,10 @@ def compare_with_hf_trainer(
     cfg = dataclasses.replace(cfg, calibration="none", patience=0)
     ours = FoldTrainer(cfg, build_model(cfg, tokenizer=False)[0], train, val, device)
     drawn: list[np.ndarray] = []  # the examples each of our epochs trained on, in order
-    draw = ours._evidence_examples
-
-    def recorded_draw(rng: np.random.Generator) -> np.ndarray:
-        drawn.append(draw(rng))
-        return drawn[-1]
-
-    ours._evidence_examples = recorded_draw
     seconds = tokens = 0.0
     for _ in range(cfg.epochs):
         m = ours.train_epoch()
+        drawn.append(ours.last_examples)
         seconds += m["epoch_seconds"]
         tokens += round(m["tokens_per_s"] * m["epoch_seconds"])  # an integer count
     examples = np.concatenate(drawn)

@@ -152,6 +152,7 @@ def run_search(
         settings = {
             "base_config": space.base_config(),
             "cpus_per_worker": space.cpus_per_worker,
+            "worker_threads": space.worker_threads,
             "gpus_per_worker": space.gpus_per_worker,
             "train_storage": f"{storage}/train",
         }

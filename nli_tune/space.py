@@ -76,6 +76,11 @@ class SearchSpace:
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # first trials, fixed
     source: Path = field(default=Path("."), repr=False)
 
+    @property
+    def worker_threads(self) -> int:
+        """torch threads of one fold worker: its CPU share, rounded, at least one."""
+        return max(1, round(self.cpus_per_worker))
+
     def base_config(self) -> dict[str, Any]:
         return dict(self.fixed) | {"folds": self.folds}
 

@@ -95,6 +95,7 @@ class FoldTrainer:
         self.amp = autocast_dtype(cfg.precision, self.device)
         self.model.to(self.device)
         self.rng = np.random.default_rng(cfg.seed)
+        self.last_examples = np.zeros((0, 2), np.int64)  # (unit, criterion) rows, last epoch
         self.train, self.calib = train, None
         if cfg.calibration == "holdout":
             fit_posts, calib_posts = split_test(
@@ -146,7 +147,7 @@ class FoldTrainer:
     def _n_negatives(self) -> int:
         return self._budget(len(self.positives), len(self.negatives))
 
-    def _evidence_examples(self, rng: np.random.Generator) -> np.ndarray:
+    def evidence_examples(self, rng: np.random.Generator) -> np.ndarray:
         """This epoch's (unit, criterion) examples: every positive, the annotated absences,
         then a fresh random draw that fills the negative budget half from other criteria's
         evidence units and half from the rest."""
@@ -246,7 +247,8 @@ class FoldTrainer:
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         start, tokens, total_loss = time.perf_counter(), 0, 0.0
-        examples = self._evidence_examples(self.rng)
+        examples = self.evidence_examples(self.rng)
+        self.last_examples = examples  # ids only: what benchmarks compare other loops on
         lengths = pair_lengths(self.train, examples[:, 0], examples[:, 1])
         steps = [
             ("evidence", examples[b])

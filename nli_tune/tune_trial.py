@@ -293,7 +293,7 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
             "data": shared,
             "gate": gate,
             "use_gpu": use_gpu,
-            "threads": max(1, round(settings["cpus_per_worker"])),
+            "threads": settings["worker_threads"],
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.folds, use_gpu=use_gpu, resources_per_worker=resources

@@ -176,3 +176,14 @@ def test_seed_flag_seeds_the_splits_even_over_a_fixed_seed(tmp_path):
     args = parse_args(["--space", str(path), "--seed", "5", "--output", str(tmp_path / "out")])
     space, _ = prepare(args)
     assert space.seed == 5 and space.trial_config({}).seed == 5
+
+
+@pytest.mark.parametrize("cpus, threads", [(0.25, 1), (0.5, 1), (1.0, 1), (2.4, 2), (3.6, 4)])
+def test_a_fold_worker_gets_its_cpu_share_in_torch_threads(tmp_path, cpus, threads):
+    """The search gives each fold worker this many torch threads, and the bench times a
+    fold alone on as many: both read it here."""
+    path = tmp_path / "threads.yaml"
+    text = (SPACES_DIR / "pooling.yaml").read_text()
+    path.write_text(text.replace("cpus_per_worker: 0.5", f"cpus_per_worker: {cpus}"))
+    space = load_space(str(path))
+    assert space.cpus_per_worker == cpus and space.worker_threads == threads

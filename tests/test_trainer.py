@@ -114,8 +114,8 @@ def test_neg_ratio_draws_all_matched_and_fresh_unmatched_pairs():
     )
     trainer = _trainer(cfg, data)
     t = trainer.train
-    first = trainer._evidence_examples(trainer.rng)
-    second = trainer._evidence_examples(trainer.rng)
+    first = trainer.evidence_examples(trainer.rng)
+    second = trainer.evidence_examples(trainer.rng)
     n_pos = int((t.evidence == 1).sum())
     n_hard = int(t.hard.sum())
     assert n_pos > 0 and n_hard > 0
@@ -135,6 +135,10 @@ def test_neg_ratio_draws_all_matched_and_fresh_unmatched_pairs():
     # the loss weights see the subsampled balance (1.5 : 1), not the full one
     w = trainer.loss_fn.weight
     assert w[1] / w[0] == pytest.approx(np.ceil(1.5 * n_pos) / n_pos)
+    # An epoch keeps the examples it trained on: its seeded draw, the first from its rng.
+    fresh = _trainer(cfg, data)
+    fresh.train_epoch()
+    assert np.array_equal(fresh.last_examples, first)
 
 
 @pytest.mark.parametrize("aggregate", ["max", "topk"])
