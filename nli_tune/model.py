@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,10 +161,24 @@ def wrap_backbone(
             target_modules=TARGET_MODULES[cfg.dora_targets],
             bias="none",
         )
-        backbone = get_peft_model(backbone, lora)
+        with _peft_reads_deprecated_alias():
+            backbone = get_peft_model(backbone, lora)
     else:
-        backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
+        with _peft_reads_deprecated_alias():
+            backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
     return PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
+
+
+@contextmanager
+def _peft_reads_deprecated_alias() -> Iterator[None]:
+    """peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.2x
+    deprecated: a FutureWarning on every model built (in train, bench, each fold worker)
+    that the user can do nothing about. Only that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+        )
+        yield
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

@@ -198,3 +198,19 @@ def test_merged_scoring_matches_the_adapters_and_restores_the_base_bit_for_bit()
     for n, p in model.named_parameters():
         if n in base:
             assert torch.equal(p, base[n]), n
+
+
+def test_building_a_model_warns_of_nothing_the_user_cannot_fix(tmp_path):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` on every build (new
+    adapters and saved ones): that one FutureWarning is silenced, and only that one."""
+    import warnings
+
+    cfg = TrainConfig(model="tiny-random", num_layers=None, grad_checkpointing=True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model, _ = build_model(cfg, tokenizer=False)
+        save_model(model, cfg, tmp_path / "m")
+        load_model(tmp_path / "m")
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]
+    with pytest.warns(FutureWarning, match="is_gradient_checkpointing"):
+        assert model.backbone.get_base_model().is_gradient_checkpointing  # not silenced here
