@@ -149,9 +149,12 @@ def wrap_backbone(
     fresh DoRA adapters (or saved ones from adapter_dir), pooler and head. Shared by
     build_model and the GPU bench, which times the same model on a random-init backbone."""
     if cfg.grad_checkpointing:
-        backbone.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        kwargs = {"use_reentrant": False}
+        # transformers 5.2x renamed it (the old name warns); older 5.x have only the old one.
+        if hasattr(backbone, "activation_checkpointing_enable"):
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if adapter_dir is None:
         lora = LoraConfig(
             r=cfg.rank,
