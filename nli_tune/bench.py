@@ -85,13 +85,26 @@ def padding_figures(
     }
 
 
+def unjudged(hf_epochs: int, cpus: int, folds: int | None) -> frozenset[str]:
+    """Goals this run measures but cannot judge, reported as such."""
+    keys = set()
+    if hf_epochs == 1:
+        # After one epoch both loops' models sit near P = 0.5 and land on either side of it
+        # (measured: ours called every pair matched, HF's none, macro-F1 0.085 against
+        # 0.476), so the gap says nothing of the loops; two epochs (the default) judge it.
+        keys.add("trainer_f1_gap")
+    if folds is not None and cpus < folds:  # no free CPU slot per fold: they share cores
+        keys.add("fold_parallel_ratio")
+    return frozenset(keys)
+
+
 def goal_table(
     results: dict[str, float], report_only: frozenset[str] = frozenset()
 ) -> tuple[list[str], bool]:
     """One line per goal measured: its value, where a peer ran in the same bench our
     figure, the peer's and their ratio, then the goal and whether it is met ("report" for
-    the keys in report_only: this machine cannot meet them); and whether every judged
-    goal is met."""
+    the keys in report_only: this machine or this run cannot judge them); and whether
+    every judged goal is met."""
     lines = [f"  {'figure':<26} {'value':>9} {'ours':>9} {'peer':>9} {'ratio':>6}   goal"]
     ok = True
     for key, (op, goal) in GOALS.items():
@@ -120,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         from nli_tune import bench_gpu
 
         return bench_gpu.main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m nli_tune.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.bench",
+        description=__doc__.split("\n")[0],
+        epilog="Also: `python -m nli_tune.bench quality` (the designs' quality side by side on "
+        "the same folds) and `python -m nli_tune.bench gpu` (training MFU of a 1B-shape model "
+        "on a CUDA GPU); each has its own --help.",
+    )
     p.add_argument("--model", default="gemma-3-270m", help="model preset/id (default gemma-3-270m)")
     p.add_argument("--num-layers", type=int, default=3, help="decoder layers kept (default 3)")
     p.add_argument("--steps", type=int, default=8, help="timed training batches (default 8)")
@@ -133,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--quick",
         action="store_true",
-        help="search figures from 2 one-epoch trials (about 4 min here; default: 4 trials of "
-        "up to 3 epochs with ASHA, about 14 min)",
+        help="search figures from 1 one-epoch trial (about 3.5 min in all here; default: 4 "
+        "trials of up to 3 epochs with ASHA, about 17 min in all)",
     )
     mode.add_argument(
         "--main-job",
@@ -212,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         args.hf_epochs = 1 if args.quick else 2
     if args.hf_epochs > 0:
         results |= _trainer_figures(args, tok)
-    report_only: frozenset[str] = frozenset()
     if not args.skip_search:
         if not args.quick:  # the quick search runs other epochs than the ones timed here
             results |= _fold_figures(tok)
@@ -222,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             results["fold_parallel_ratio"] = (
                 results["fold_parallel_epoch_s"] / results["fold_alone_s"]
             )
-            if (os.cpu_count() or 1) < results["folds"]:  # no free slot per fold here
-                report_only = frozenset({"fold_parallel_ratio"})
+    report_only = unjudged(args.hf_epochs, os.cpu_count() or 1, results.get("folds"))
     lines, ok = goal_table(results, report_only)
     print("\n".join(lines))
     if args.output:
@@ -299,7 +316,7 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
     if mode == "quick":  # no ASHA there: nothing to save
         figures.pop("asha_epoch_savings")
     print(
-        f"search: {figures['trials']} trials, {figures['trials_at_once']} at a time; per trial "
+        f"search: {figures['trials']} trial(s), {figures['trials_at_once']} at a time; per trial "
         f"{figures['per_trial_compute_s']:.0f}s of fold compute + "
         f"{figures['per_trial_overhead_s']:.0f}s overhead (medians); worker peak RSS "
         f"{figures['peak_rss_mb_per_worker']:.0f} MB, {figures['tokens_per_s_per_worker']:.0f} "

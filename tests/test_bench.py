@@ -163,3 +163,13 @@ def test_asha_comparison_counts_epochs_and_the_best_score_given_up():
     assert figures["asha_epoch_savings"] == pytest.approx(1 - 8 / 12)
     assert figures["asha_best_f1_loss"] == pytest.approx(0.0)  # the best trial ran out
     assert figures["no_asha_best_cv_macro_f1"] == pytest.approx(0.63)
+
+
+def test_goals_a_run_cannot_judge_are_reported_not_judged():
+    from nli_tune.bench import unjudged
+
+    assert unjudged(2, 16, 3) == frozenset()
+    assert unjudged(2, 2, None) == frozenset()  # no fold timing in this run
+    assert unjudged(2, 2, 3) == {"fold_parallel_ratio"}  # 3 folds share 2 cores
+    assert unjudged(1, 16, None) == {"trainer_f1_gap"}  # one epoch: F1 at 0.5 says nothing
+    assert unjudged(1, 2, 3) == {"trainer_f1_gap", "fold_parallel_ratio"}
