@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +43,17 @@ LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 # MLflow's HTTP client retries a dead server for minutes by default, while Tune (and so
 # every fold worker) waits on the callback: fail within seconds and queue the records.
 MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def worker_env(address: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables every trial and worker gets (runtime_env). What the environment
+    already sets wins (e.g. a longer start-up timeout), as runtime_env would otherwise
+    overwrite it; NLI_TUNE_* variables reach the workers too, on any cluster; the local
+    settings only where the search starts its own Ray (no address)."""
+    defaults = RAY_ENV | ({} if address else LOCAL_RAY_ENV)
+    return {key: environ.get(key, value) for key, value in defaults.items()} | {
+        key: value for key, value in environ.items() if key.startswith("NLI_TUNE_")
+    }
 
 
 def parse_args(argv):
@@ -273,14 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir,
             args,
             data.fingerprint,
-            # What the environment already sets wins (e.g. a longer start-up timeout):
-            # runtime_env would otherwise overwrite it in every trial and worker. NLI_TUNE_*
-            # variables reach the workers too, on any cluster.
-            {
-                key: os.environ.get(key, value)
-                for key, value in (RAY_ENV | ({} if args.address else LOCAL_RAY_ENV)).items()
-            }
-            | {key: value for key, value in os.environ.items() if key.startswith("NLI_TUNE_")},
+            worker_env(args.address, os.environ),
         )
     except SearchInterrupted as stop:
         print(f"\n{stop}", file=sys.stderr)

@@ -694,3 +694,22 @@ def test_unusable_mlflow_uri_is_a_user_error_and_writes_nothing(tmp_path, ray_ad
     last = r.stderr.strip().splitlines()[-1]  # above it only Ray's own connection warning
     assert last.startswith("error: --mlflow-uri postgresql://") and "MLflow cannot use it" in last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodb.yaml"]
+
+
+def test_workers_get_the_search_env_the_users_values_and_local_only_settings():
+    """Ray's runtime_env replaces a variable in every trial and worker: what the user set
+    must win, NLI_TUNE_* must pass, and the preemption watcher is off only where the search
+    starts its own Ray (a cluster's nodes can be preempted)."""
+    from nli_tune.search import RAY_ENV, worker_env
+
+    user = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600", "NLI_TUNE_X": "1", "HOME": "/h"}
+    local = worker_env(None, user)
+    assert local["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "600"
+    assert local["NLI_TUNE_X"] == "1" and "HOME" not in local
+    assert local["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert local["TOKENIZERS_PARALLELISM"] == RAY_ENV["TOKENIZERS_PARALLELISM"]
+    cluster = worker_env("ray://head:10001", user)
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in cluster
+    assert cluster == {k: v for k, v in local.items() if k != "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"}
+    watched = worker_env(None, {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"})
+    assert watched["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"  # the user's choice wins
