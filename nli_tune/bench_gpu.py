@@ -46,7 +46,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import Gemma3TextConfig, Gemma3TextModel
 
 from nli_tune.backbones import _encoder_config, tiny_config
@@ -54,6 +53,7 @@ from nli_tune.config import TrainConfig
 from nli_tune.errors import UserError, run_cli
 from nli_tune.model import PairClassifier, wrap_backbone
 from nli_tune.outputs import atomic_write_text
+from nli_tune.trainer import MAX_GRAD_NORM, class_weighted_loss, make_optimizer
 
 # The published google/gemma-3-1b-pt text architecture (its config.json). Rope thetas (1e6
 # full, 1e4 sliding), activation, norms, no softcapping and the 5 sliding : 1 full layer
@@ -200,17 +200,10 @@ def train_steps(model: PairClassifier, device: torch.device, args) -> dict:
     # One positive per neg_ratio negatives, as the trainer draws them, and its class weights.
     labels = (torch.rand((n, args.batch), generator=gen) < 1 / (1 + cfg.neg_ratio)).long()
     labels = labels.to(device)
-    counts = torch.tensor([cfg.neg_ratio, 1.0])
-    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (2 * counts)).to(device))
+    loss_fn = class_weighted_loss(cfg.neg_ratio, 1.0, cfg, device)
     mask = torch.ones_like(ids[0])
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
+    optimizer = make_optimizer(params, cfg)
     model.train()  # checkpointing acts in training mode only
     seconds, losses = [], []
     for i in range(n):
@@ -220,7 +213,7 @@ def train_steps(model: PairClassifier, device: torch.device, args) -> dict:
             logits = model(ids[i], mask)
         loss = loss_fn(logits.float(), labels[i])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)

@@ -23,7 +23,7 @@ from nli_tune.config import TrainConfig
 from nli_tune.encoding import UnitData, collate, pair_lengths
 from nli_tune.folds import FoldPlan
 from nli_tune.model import build_model
-from nli_tune.trainer import FoldTrainer
+from nli_tune.trainer import MAX_GRAD_NORM, FoldTrainer
 
 
 class LossInForward(nn.Module):
@@ -89,7 +89,7 @@ def compare_with_hf_trainer(
             per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum,
             num_train_epochs=1,  # one pass over every epoch's draw, as ours made them
-            max_grad_norm=1.0,  # ours clips at 1.0 too
+            max_grad_norm=MAX_GRAD_NORM,  # as ours clips
             bf16=ours.amp == torch.bfloat16,
             use_cpu=torch.device(device).type == "cpu",
             seed=cfg.seed,

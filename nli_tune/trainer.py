@@ -41,6 +41,29 @@ from nli_tune.scoring import PostScores, forward_pairs, score_posts
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 MIL_UNITS = 4  # units per bag re-run with gradient for the post-level loss
+MAX_GRAD_NORM = 1.0  # gradients clipped to this global norm before every optimizer step
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no decay on vectors (DoRA magnitudes, biases,
+    the attention query)."""
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+
+
+def class_weighted_loss(
+    n_neg: float, n_pos: float, cfg: TrainConfig, device: torch.device
+) -> nn.CrossEntropyLoss:
+    """Cross-entropy over (unmatched, matched), each class weighted by the inverse of its
+    share of an epoch's examples (equal weights without cfg.class_weights)."""
+    counts = np.array([n_neg, n_pos], float)
+    weights = counts.sum() / (2 * np.maximum(counts, 1)) if cfg.class_weights else np.ones(2)
+    return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
 
 
 def cpu_has_bf16() -> bool:
@@ -103,15 +126,7 @@ class FoldTrainer:
             )
             self.train, self.calib = train.subset(fit_posts), train.subset(calib_posts)
         self.calibration = Calibration()
-        params = [p for p in model.parameters() if p.requires_grad]
-        # No decay on vectors (DoRA magnitudes, biases, the attention query).
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=cfg.lr,
-        )
+        self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
         t = self.train
         self.positives = np.argwhere(t.evidence == 1)  # [(unit, criterion)]
         # Negatives in three tiers: annotated absences ("I sleep fine these days"), units
@@ -127,11 +142,8 @@ class FoldTrainer:
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * total), max(total, 1)
         )
-        n_pos, n_neg = len(self.positives), self._n_negatives()
-        counts = np.array([n_neg, n_pos], float)
-        weights = counts.sum() / (2 * np.maximum(counts, 1)) if cfg.class_weights else np.ones(2)
-        self.loss_fn = nn.CrossEntropyLoss(
-            weight=torch.tensor(weights, dtype=torch.float32, device=self.device)
+        self.loss_fn = class_weighted_loss(
+            self._n_negatives(), len(self.positives), cfg, self.device
         )
         self.state = FoldState()
         self._best_params: dict[str, torch.Tensor] | None = None
@@ -238,7 +250,7 @@ class FoldTrainer:
         `update`, step the optimizer; returns (loss, real tokens)."""
         loss, tokens = (self.evidence_step if kind == "evidence" else self.mil_step)(batch)
         if update:
-            torch.nn.utils.clip_grad_norm_(self._trainable(), 1.0)
+            torch.nn.utils.clip_grad_norm_(self._trainable(), MAX_GRAD_NORM)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
