@@ -155,19 +155,18 @@ def wrap_backbone(
             backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if adapter_dir is None:
-        lora = LoraConfig(
-            r=cfg.rank,
-            lora_alpha=cfg.alpha,
-            lora_dropout=0.0,
-            use_dora=True,
-            target_modules=TARGET_MODULES[cfg.dora_targets],
-            bias="none",
-        )
-        with _peft_reads_deprecated_alias():
+    with _peft_reads_deprecated_alias():
+        if adapter_dir is None:
+            lora = LoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                lora_dropout=0.0,
+                use_dora=True,
+                target_modules=TARGET_MODULES[cfg.dora_targets],
+                bias="none",
+            )
             backbone = get_peft_model(backbone, lora)
-    else:
-        with _peft_reads_deprecated_alias():
+        else:
             backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
     return PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
 
