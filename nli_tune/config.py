@@ -61,7 +61,7 @@ class TrainConfig:
     batch_size: int = 16  # pairs per optimizer step (before accumulation)
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
     epochs: int = 10  # passes over the training examples
-    patience: int = 2  # epochs without val macro-F1 gain before a fold stops (0 = never)
+    patience: int = 2  # scored epochs without val macro-F1 gain before a fold stops (0 = never)
     class_weights: bool = True  # weight the loss by inverse class frequency of the train split
     neg_ratio: float | None = 3.0  # negatives drawn per positive example each epoch; null = all
     grad_checkpointing: bool = False  # trade compute for memory in the backbone

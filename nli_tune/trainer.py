@@ -93,6 +93,7 @@ class FoldState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the last improvement
     stopped: bool = False  # early-stopped: later epochs only re-report the best
+    score_passes: int = 0  # times a split's posts were scored (validation or calibration)
     best_metrics: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
 
@@ -298,6 +299,7 @@ class FoldTrainer:
     def score_posts(self, data: UnitData) -> PostScores:
         """Aggregated logit and best unit of every (post, criterion) of `data`."""
         cfg = self.cfg
+        self.state.score_passes += 1
         return score_posts(
             self.model, data, cfg.aggregate, cfg.topk, cfg.eval_batch_size, self.device, self.amp
         )
@@ -328,8 +330,12 @@ class FoldTrainer:
             self.calibrate()
         return self.state
 
-    def step_epoch(self) -> dict:
-        """Run one epoch (or, once stopped, re-report the best) and return its metrics."""
+    def step_epoch(self, score: bool = True) -> dict:
+        """Run one epoch (or, once stopped, re-report the best) and return its metrics.
+
+        `score=False` trains only: no calibration, no validation scoring, no early-stop
+        count. A search scores only at the epochs its scheduler judges (and the last), as
+        scoring every sentence against every criterion costs more than the training."""
         s = self.state
         s.epoch += 1
         if s.stopped:
@@ -340,27 +346,9 @@ class FoldTrainer:
                 "compute_seconds": 0.0,
             }
         start = time.perf_counter()
-        metrics: dict = {"epoch": s.epoch, **self.train_epoch()}
-        if self.val is not None:
-            self.calibrate()
-            val = self.evaluate(self.val)
-            metrics |= {f"val_{k}": v for k, v in val.items()}
-            improved = val["macro_f1"] > s.best_score
-            if improved:
-                s.best_score, s.best_epoch, s.bad_epochs = val["macro_f1"], s.epoch, 0
-                self._best_params = self._trainable_state()
-                self._best_calibration = self.calibration
-            else:
-                s.bad_epochs += 1
-            metrics |= {"best_val_macro_f1": s.best_score, "best_epoch": s.best_epoch}
-            if improved:
-                s.best_metrics = {k: v for k, v in metrics.items() if k != "epoch"}
-            if self.cfg.patience and s.bad_epochs >= self.cfg.patience:
-                s.stopped = True
-                self.log(
-                    f"early stop after epoch {s.epoch}: best {s.best_score:.4f} "
-                    f"at epoch {s.best_epoch}"
-                )
+        metrics: dict = {"epoch": s.epoch, **self.train_epoch(), "scored": False}
+        if self.val is not None and score:
+            metrics = self._score_epoch(metrics)
         metrics["stopped_early"] = False
         metrics["compute_seconds"] = time.perf_counter() - start  # training + scoring
         # Per-criterion F1s (val_f1_<CRITERION>) stay out of the history; val_f1_matched,
@@ -372,6 +360,30 @@ class FoldTrainer:
                 if not k.startswith("val_f1_") or k == "val_f1_matched"
             }
         )
+        return metrics
+
+    def _score_epoch(self, metrics: dict) -> dict:
+        """`metrics` plus the validation scores, after calibrating; tracks the best epoch
+        and the early stop (patience counts scored epochs)."""
+        s = self.state
+        self.calibrate()
+        val = self.evaluate(self.val)
+        metrics = metrics | {f"val_{k}": v for k, v in val.items()} | {"scored": True}
+        improved = val["macro_f1"] > s.best_score
+        if improved:
+            s.best_score, s.best_epoch, s.bad_epochs = val["macro_f1"], s.epoch, 0
+            self._best_params = self._trainable_state()
+            self._best_calibration = self.calibration
+        else:
+            s.bad_epochs += 1
+        metrics |= {"best_val_macro_f1": s.best_score, "best_epoch": s.best_epoch}
+        if improved:
+            s.best_metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+        if self.cfg.patience and s.bad_epochs >= self.cfg.patience:
+            s.stopped = True
+            self.log(
+                f"early stop after epoch {s.epoch}: best {s.best_score:.4f} at epoch {s.best_epoch}"
+            )
         return metrics
 
     # --- checkpoints (safetensors + JSON; no pickle) ---------------------------------------

@@ -165,3 +165,29 @@ def test_mil_loss_through_the_best_units_equals_the_full_bag_loss(aggregate):
     trainer.model.eval()  # no dropout anywhere: the two passes see the same network
     loss, _ = trainer.mil_step(bags)
     assert loss == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_unscored_epochs_train_without_scoring_and_patience_counts_scored_ones():
+    """A search scores only the epochs its scheduler judges: an unscored epoch trains
+    (the weights move) but calls no scoring and leaves the early-stop count alone."""
+    cfg = TrainConfig(**TINY, epochs=4, patience=1, lr=1e-9, seed=3)
+    trainer = _trainer(cfg, _toy(18, 0))
+    first = trainer.step_epoch(score=True)
+    assert first["scored"] and "val_macro_f1" in first
+    passes = trainer.state.score_passes
+    assert passes == 2  # the calibration posts, then the validation posts
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.cfg = TrainConfig(**(cfg.to_dict() | {"lr": 1e-2}))
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e-2
+    second = trainer.step_epoch(score=False)
+    assert not second["scored"] and not any(k.startswith("val_") for k in second)
+    assert trainer.state.score_passes == passes and trainer.state.bad_epochs == 0
+    moved = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad
+        and not torch.equal(p, before[n])
+    ]  # fmt: skip
+    assert moved  # it trained
+    third = trainer.step_epoch(score=True)
+    assert third["scored"] and trainer.state.score_passes == passes + 2
+    assert [h["scored"] for h in trainer.state.history] == [True, False, True]
