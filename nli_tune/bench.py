@@ -61,6 +61,9 @@ GOALS = {
     "asha_epoch_savings": (">=", 0.5),  # 1 - epochs run / (trials x max epochs)
     "asha_best_f1_loss": ("<=", 0.01),  # best cv macro-F1 without ASHA - with (--asha-off)
     "default_search_s": ("<=", 300.0),  # the README's main job, Ray start included
+    # Spearman rho, trials' value at ASHA's first rung vs at their end, on the metric ASHA
+    # prunes on (--asha-off: every trial runs to the end and scores every epoch)
+    "first_rung_rank_correlation": (">=", 0.6),
 }
 
 
@@ -304,13 +307,17 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
     from pathlib import Path
 
     from nli_tune.bench_search import CUTS, MAIN_JOB_SPACE, asha_comparison, run_search
+    from nli_tune.outputs import read_table
 
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_search(MAIN_JOB_SPACE, Path(tmp), CUTS[mode])
+        figures.pop("run_dir")
     if asha_off and mode != "quick":
         with tempfile.TemporaryDirectory() as tmp:
             twin = run_search(MAIN_JOB_SPACE, Path(tmp), (CUTS[mode] or {}) | {"scheduler": "none"})
+            epochs = read_table(Path(twin.pop("run_dir")) / "epochs.csv")
         figures |= asha_comparison(figures, twin)
+        figures |= _rung_figures(epochs, CUTS[mode])
     if mode == "main-job":  # only the job as shipped says how long the README's job takes
         figures["default_search_s"] = figures.pop("search_s")
     if mode == "quick":  # no ASHA there: nothing to save
@@ -323,6 +330,27 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
         f"tokens/s"
     )
     return figures
+
+
+def _rung_figures(epochs, cut: dict | None) -> dict:
+    """rung_rank_correlation of the main job's rungs (as cut) from a run without ASHA, and
+    the first rung's rho on the metric ASHA prunes on; printed as a table."""
+    from nli_tune.bench_search import MAIN_JOB_SPACE, rung_rank_correlation
+    from nli_tune.space import load_space
+
+    space = load_space(str(MAIN_JOB_SPACE))
+    if cut and "epochs" in cut.get("fixed", {}):
+        space.fixed["epochs"] = cut["fixed"]["epochs"]
+    table = rung_rank_correlation(epochs, space.rungs())
+    print(f"rungs (without ASHA, {epochs['trial_id'].nunique()} trials to the end):")
+    for rung, per_metric in table.items():
+        cells = "  ".join(
+            f"{m} rho {v['spearman']:+.2f} fold-std {v['fold_std']:.3f}"
+            for m, v in per_metric.items()
+        )
+        print(f"  epoch {rung}: {cells}")
+    first = table[str(space.rungs()[0])][space.scheduler_metric]["spearman"]
+    return {"rung_rank_correlation": table, "first_rung_rank_correlation": first}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ from typing import Any
 
 from ray import tune
 
+# Short names of the metrics a search can judge on (space.METRICS), for 80-100 columns.
+LABELS = {
+    "cv_macro_f1": "cv macro-F1",
+    "cv_roc_auc": "ROC-AUC",
+    "cv_roc_auc_within": "within-AUC",
+    "cv_pr_auc": "PR-AUC",
+}
+
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
@@ -18,8 +26,16 @@ def _short(value: Any) -> str:
 
 
 class ProgressLines(tune.Callback):
-    def __init__(self, num_samples: int, params: list[str], default_epochs: int, say=print):
+    def __init__(
+        self,
+        num_samples: int,
+        params: list[str],
+        default_epochs: int,
+        metric: str = "cv_roc_auc_within",
+        say=print,
+    ):
         self.num_samples, self.params = num_samples, params
+        self.metric = metric  # the metric trials are judged on, shown on every line
         self.default_epochs = default_epochs
         self.say = say
         self.started = time.time()
@@ -57,16 +73,23 @@ class ProgressLines(tune.Callback):
         self.say(
             f"{self._tag(trial)} epoch {int(result['epoch'])}/{self._epochs(trial)}  "
             f"cv macro-F1 {result['cv_macro_f1']:.3f} ± {result.get('cv_macro_f1_std', 0):.3f}"
-            f"  ROC-AUC {result.get('cv_roc_auc', float('nan')):.3f}  ({self._clock()})",
+            f"  ROC-AUC {result.get('cv_roc_auc', float('nan')):.3f}{self._judged(result)}"
+            f"  ({self._clock()})",
             flush=True,
         )
+
+    def _judged(self, result: dict) -> str:
+        """The judged metric, where the line does not show it already."""
+        if self.metric in ("cv_macro_f1", "cv_roc_auc") or self.metric not in result:
+            return ""
+        return f"  {LABELS[self.metric]} {result[self.metric]:.3f}"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
         how = "completed" if epochs >= self._epochs(trial) else "stopped early (ASHA)"
-        score = last.get("cv_macro_f1")
-        tail = f": cv macro-F1 {score:.3f}" if score is not None else ""
+        score = last.get(self.metric)
+        tail = f": {LABELS[self.metric]} {score:.3f}" if score is not None else ""
         unit = "epoch" if epochs == 1 else "epochs"
         self.say(f"{self._tag(trial)} {how} after {epochs} {unit}{tail}", flush=True)
 

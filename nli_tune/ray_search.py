@@ -13,13 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from nli_tune.config import TrainConfig
 from nli_tune.errors import UserError
 from nli_tune.space import SearchSpace
 
-METRIC, MODE = "cv_macro_f1", "max"
 EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
 RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
 PENDING_FILE = "mlflow_pending.jsonl"  # in the run folder: records MLflow could not take yet
@@ -107,8 +107,6 @@ def run_search(
 ) -> dict[str, Any]:
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from nli_tune.driver_callbacks import (
         ReleaseWorkerGroups,
@@ -117,6 +115,7 @@ def run_search(
     )
     from nli_tune.progress import ProgressLines
     from nli_tune.tracking import MlflowTrialCallback
+    from nli_tune.tune_optuna import make_scheduler, make_searcher
     from nli_tune.tune_trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -155,6 +154,7 @@ def run_search(
             "worker_threads": space.worker_threads,
             "gpus_per_worker": space.gpus_per_worker,
             "train_storage": f"{storage}/train",
+            "rungs": space.rungs() if space.scheduler == "asha" else None,  # scored epochs
         }
         # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
         trainable = tune.with_resources(
@@ -165,7 +165,11 @@ def run_search(
         progress = (
             []
             if args.quiet
-            else [ProgressLines(space.num_samples, list(space.params), base.epochs)]
+            else [
+                ProgressLines(
+                    space.num_samples, list(space.params), base.epochs, space.scheduler_metric
+                )
+            ]
         )
         clock = TrialClock()  # the trials' wall time, for their overhead in cv_results.csv
         if args.resume:
@@ -173,29 +177,12 @@ def run_search(
                 exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
         else:
-            scheduler = (
-                FIFOScheduler()
-                if space.scheduler == "none"
-                else ASHAScheduler(
-                    time_attr="epoch",
-                    metric=METRIC,
-                    mode=MODE,
-                    max_t=max_epochs,
-                    grace_period=space.grace_period,
-                    reduction_factor=space.reduction_factor,
-                )
-            )
             # A trial restarted on another node re-reports its restored epoch (see
             # tune_trial.fold_worker); Optuna keeps the first, equal, value and warns.
             warnings.filterwarnings(
                 "ignore", r"The reported value is ignored because this `step=", UserWarning
             )
-            searcher = OptunaSearch(
-                sampler=optuna.samplers.TPESampler(seed=space.seed),
-                metric=METRIC,
-                mode=MODE,
-                points_to_evaluate=space.points_to_evaluate or None,
-            )
+            scheduler, searcher = make_scheduler(space, max_epochs), make_searcher(space)
             tuner = tune.Tuner(
                 trainable,
                 param_space=tune_distributions(space),
@@ -257,6 +244,11 @@ def _open_parent(uri: str, space: SearchSpace, search_id: str, fingerprint: str)
                 "folds": space.folds,
                 "scheduler": space.scheduler,
                 "seed": space.seed,
+                "scheduler_metric": space.scheduler_metric,
+                "searcher_metric": space.searcher_metric,
+                "startup_trials": space.n_startup_trials,
+                # Validation is scored at these epochs only (and each trial's last).
+                "scored_epochs": ",".join(map(str, space.rungs())) or "every",
             },
             tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
         )
@@ -279,6 +271,9 @@ def search_identity(space: SearchSpace, fingerprint: str) -> dict[str, Any]:
         "params": space.params,
         "fixed": space.fixed,
         "points_to_evaluate": space.points_to_evaluate,
+        "scheduler_metric": space.scheduler_metric,
+        "searcher_metric": space.searcher_metric,
+        "startup_trials": space.n_startup_trials,
         "data_fingerprint": fingerprint,
     }
     return json.loads(json.dumps(identity, default=str))  # as it reads back from the file
@@ -347,6 +342,7 @@ def export(
 
     run_ids = mlflow_cb.trial_runs()
     base_epochs = space.trial_config({}).epochs
+    metric, folds = space.searcher_metric, range(space.folds)  # the best is chosen by it
     rows, history = [], []
     for result in grid:
         m = result.metrics or {}
@@ -354,12 +350,14 @@ def export(
         epochs, config = int(m.get("epoch", 0)), result.config or {}
         status = "failed" if result.error else epoch_status(epochs, config, base_epochs)
         row = {"trial_id": tid, **{k: config.get(k) for k in space.params}}
-        row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in range(space.folds)}
+        row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in folds}
+        row |= {f"fold{k}_{metric[3:]}": m.get(f"fold{k}_{metric[3:]}") for k in folds}
         row |= {
-            "cv_macro_f1": m.get(METRIC),
+            "cv_macro_f1": m.get("cv_macro_f1"),
             "cv_macro_f1_std": m.get("cv_macro_f1_std"),
             "cv_roc_auc": m.get("cv_roc_auc"),
             "cv_roc_auc_within": m.get("cv_roc_auc_within"),
+            "cv_pr_auc": m.get("cv_pr_auc"),
             "cv_evidence_hit_at_1": m.get("cv_evidence_hit_at_1"),
             "epochs": epochs,
             "status": status,
@@ -372,24 +370,29 @@ def export(
         rows.append((row, result))
         history.append(_epoch_history(result, tid, space.folds))
     table = pd.DataFrame([r for r, _ in rows])
-    # "cv_rank", not "rank": `rank` is also a searchable param (the DoRA rank).
-    table["cv_rank"] = table["cv_macro_f1"].rank(ascending=False, method="min")
+    # "cv_rank", not "rank": `rank` is also a searchable param (the DoRA rank). Trials are
+    # ranked by the searcher's metric at their last scored epoch; the report says where
+    # that compares trials stopped at different epochs.
+    table["cv_rank"] = table[metric].rank(ascending=False, method="min")
     table = table.sort_values(["cv_rank", "trial_id"], na_position="last")
     table.to_csv(run_dir / RESULTS_FILE, index=False)
     pd.concat(history, ignore_index=True).to_csv(run_dir / EPOCHS_FILE, index=False)
 
-    ranked = [(r, res) for r, res in rows if r["cv_macro_f1"] is not None and not res.error]
+    ranked = [(r, res) for r, res in rows if _finite(r[metric]) and not res.error]
     if not ranked:
         raise UserError(f"every trial failed; see the trial logs under {grid.experiment_path}")
-    best_row, best = max(ranked, key=lambda x: x[0]["cv_macro_f1"])
+    best_row, best = max(ranked, key=lambda x: x[0][metric])
     params = {k: _plain(best.config[k]) for k in space.params}
     cfg = TrainConfig.from_dict(space.base_config() | params)
     search_meta = {
         "space": space.name,
         "trial_id": best_row["trial_id"],
+        "selected_by": metric,  # the searcher's metric, at the trial's last scored epoch
+        metric: float(best_row[metric]),
+        f"fold_{metric[3:]}": [float(best_row[f"fold{k}_{metric[3:]}"]) for k in folds],
         "cv_macro_f1": float(best_row["cv_macro_f1"]),
         "cv_macro_f1_std": float(best_row["cv_macro_f1_std"]),
-        "fold_macro_f1": [float(best_row[f"fold{k}_macro_f1"]) for k in range(space.folds)],
+        "fold_macro_f1": [float(best_row[f"fold{k}_macro_f1"]) for k in folds],
         "epochs_run": int(best_row["epochs"]),
         "seed": space.seed,
         "data_fingerprint": fingerprint[:16],
@@ -401,9 +404,8 @@ def export(
     outputs = (run_dir / f for f in ("best_config.yaml", RESULTS_FILE, EPOCHS_FILE))
     for path in (Path(space.source), *outputs):  # absolute: a replay may run from elsewhere
         mlflow_cb.write({"kind": "parent_artifact", "path": str(path.resolve())})
-    mlflow_cb.write(
-        {"kind": "parent_metric", "key": "best_cv_macro_f1", "value": search_meta["cv_macro_f1"]}
-    )
+    for key in dict.fromkeys((metric, "cv_macro_f1")):
+        mlflow_cb.write({"kind": "parent_metric", "key": f"best_{key}", "value": search_meta[key]})
     mlflow_cb.write({"kind": "parent_end", "status": "FINISHED"})
     return {"params": params, "mlflow_offline": mlflow_cb.offline} | search_meta
 
@@ -416,15 +418,22 @@ def _trial_seconds(wall: float | None, compute: float | None) -> dict[str, float
 
 
 def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:
-    """One row per epoch a trial reported: the cross-fold numbers ASHA judged it on."""
-    cols = ["epoch", METRIC, "cv_macro_f1_std", "cv_roc_auc", "epoch_compute_s"]
-    cols += [f"fold{k}_macro_f1" for k in range(folds)]
+    """One row per epoch a trial reported, i.e. scored (the rungs and its last): every
+    candidate metric across folds and per fold, what ASHA judged it on among them."""
+    from nli_tune.space import METRICS
+
+    cols = ["epoch", *METRICS, "cv_macro_f1_std", "epoch_compute_s"]
+    cols += [f"fold{k}_{name[3:]}" for name in METRICS for k in range(folds)]
     frame = result.metrics_dataframe
     if frame is None or frame.empty or "epoch" not in frame:
         return pd.DataFrame(columns=["trial_id", *cols])
     frame = frame.reindex(columns=cols).dropna(subset=["epoch"])
     frame = frame.drop_duplicates("epoch", keep="last")  # a resumed trial re-reports one
     return frame.assign(trial_id=trial_id, epoch=frame["epoch"].astype(int))[["trial_id", *cols]]
+
+
+def _finite(value) -> bool:
+    return value is not None and bool(np.isfinite(value))
 
 
 def _plain(value):

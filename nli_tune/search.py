@@ -291,9 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{stop}", file=sys.stderr)
         return 130
     minutes = (time.time() - started) / 60
+    metric = best["selected_by"]
+    spread = np.std(best[f"fold_{metric[3:]}"])
     print(
-        f"\nbest config: cv macro-F1 {best['cv_macro_f1']:.4f} ± "
-        f"{best['cv_macro_f1_std']:.4f} over {space.folds} folds"
+        f"\nbest config (by {metric}): {metric} {best[metric]:.4f} ± {spread:.4f} over "
+        f"{space.folds} folds; cv macro-F1 {best['cv_macro_f1']:.4f} ± "
+        f"{best['cv_macro_f1_std']:.4f}"
     )
     for key, value in best["params"].items():
         print(f"  {key}: {value}")

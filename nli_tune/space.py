@@ -4,6 +4,8 @@
     num_samples: 8         # trials
     folds: 3               # CV folds = Ray Train workers per trial
     scheduler: asha        # asha | none
+    metric: cv_roc_auc_within   # or {scheduler: ..., searcher: ...}; see METRICS
+    startup_trials: 4      # Optuna TPE samples at random for this many trials first
     params:                # sampled by Optuna; any training-config key
       pooling: {choice: [mean, cls, max, attention]}
       lr: {loguniform: [1.0e-4, 3.0e-3]}
@@ -43,7 +45,19 @@ TOP_KEYS = (
     "asha",
     "seed",
     "points_to_evaluate",
+    "metric",
+    "startup_trials",
 )
+# Cross-fold means a trial reports at each scored epoch; ASHA and Optuna may each rank on
+# any of them (all higher-is-better). Which ranks trials earliest and most stably is
+# measured by `bench --asha-off` (rung_rank_correlation), not chosen by taste.
+METRICS = {
+    "cv_macro_f1": "macro-F1 at the threshold fitted on each fold's calibration posts",
+    "cv_pr_auc": "average precision of the matched class (PR-AUC)",
+    "cv_roc_auc": "ROC-AUC over all (post, criterion) pairs",
+    "cv_roc_auc_within": "ROC-AUC within each criterion, averaged over criteria",
+}
+DEFAULT_METRIC = "cv_roc_auc_within"
 RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
 ASHA_KEYS = ("grace_period", "reduction_factor")
 # Keys the search itself owns: sampling them would break the CV protocol.
@@ -74,7 +88,33 @@ class SearchSpace:
     reduction_factor: float = 2.0  # ASHA: keep the top 1/reduction_factor at each rung
     seed: int = 0  # Optuna TPE seed
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # first trials, fixed
+    scheduler_metric: str = DEFAULT_METRIC  # ASHA stops trials on it at its rungs
+    searcher_metric: str = DEFAULT_METRIC  # Optuna optimises it; the exported best is chosen by it
+    startup_trials: int | None = None  # random trials before TPE models (None: num_samples // 3)
     source: Path = field(default=Path("."), repr=False)
+
+    @property
+    def n_startup_trials(self) -> int:
+        """Trials Optuna's TPE samples at random before it models the results (its own
+        default, 10, would leave a short search random throughout)."""
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return max(1, self.num_samples // 3)
+
+    def rungs(self) -> list[int]:
+        """The epochs at which ASHA judges trials: Ray's milestones grace * rf**k below
+        max_t (the most epochs any trial runs), rounded up, since ASHA judges the first
+        report at or past a milestone. Empty without a scheduler."""
+        if self.scheduler != "asha":
+            return []
+        max_t, rf = self.value_range("epochs")[1], self.reduction_factor
+        n = int(math.log(max_t / self.grace_period) / math.log(rf) + 1)  # as Ray counts them
+        return sorted({math.ceil(self.grace_period * rf**k - 1e-9) for k in range(n)})
+
+    def scored_epochs(self, epochs: int) -> list[int] | None:
+        """Epochs at which a trial of `epochs` epochs scores its validation folds: the rungs
+        it reaches and its last. None (every epoch) without a scheduler."""
+        return scored_epochs(self.rungs() if self.scheduler == "asha" else None, epochs)
 
     @property
     def worker_threads(self) -> int:
@@ -93,6 +133,13 @@ class SearchSpace:
             return value_range(self.params[key])
         value = getattr(self.trial_config({}), key)
         return value, value
+
+
+def scored_epochs(rungs: list[int] | None, epochs: int) -> list[int] | None:
+    """The rungs below `epochs` and `epochs` itself; None (every epoch) for no rungs."""
+    if rungs is None:
+        return None
+    return sorted({r for r in rungs if r < epochs} | {epochs})
 
 
 def value_range(dist: dict[str, Any]) -> tuple[Any, Any]:
@@ -199,6 +246,12 @@ def load_space(space: str) -> SearchSpace:
             fail(f"points_to_evaluate: '{extra[0]}' is not a key of params")
         space.trial_config(point)
     space.points_to_evaluate = points
+    space.scheduler_metric, space.searcher_metric = _metrics(raw.get("metric"), src)
+    startup = raw.get("startup_trials")
+    if startup is not None:
+        space.startup_trials = _number(startup, "startup_trials", src, integer=True)
+        if space.startup_trials < 1:
+            fail(f"startup_trials {startup!r}: must be an integer >= 1")
     _apply_section(space, raw.get("resources"), RESOURCE_KEYS, "resources", src)
     _apply_section(space, raw.get("asha"), ASHA_KEYS, "asha", src)
     if space.cpus_per_worker <= 0 or space.driver_cpus <= 0 or space.gpus_per_worker < 0:
@@ -214,6 +267,27 @@ def load_space(space: str) -> SearchSpace:
             f"({most_epochs}); lower it or raise epochs"
         )
     return space
+
+
+def _metrics(value: Any, src: str) -> tuple[str, str]:
+    """(scheduler metric, searcher metric) from `metric: NAME` or `metric: {scheduler:
+    NAME, searcher: NAME}`; each defaults to DEFAULT_METRIC."""
+    if value is None:
+        value = {}
+    if isinstance(value, str):
+        if value not in METRICS:
+            raise UserError(f"{src}: metric {value!r}: unknown (known: {', '.join(METRICS)})")
+        return value, value
+    if not isinstance(value, dict):
+        raise UserError(f"{src}: metric must be a name or a mapping {{scheduler:, searcher:}}")
+    for key, name in value.items():
+        if key not in ("scheduler", "searcher"):
+            raise UserError(f"{src}: unknown key metric.{key} (known: scheduler, searcher)")
+        if name not in METRICS:
+            raise UserError(
+                f"{src}: metric.{key} {name!r}: unknown metric (known: {', '.join(METRICS)})"
+            )
+    return value.get("scheduler", DEFAULT_METRIC), value.get("searcher", DEFAULT_METRIC)
 
 
 def _check_distribution(key: str, dist: Any, src: str) -> tuple[dict, list[Any]]:

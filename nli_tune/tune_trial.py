@@ -25,6 +25,7 @@ from ray.train.torch import TorchTrainer
 
 from nli_tune.data import criterion_keys
 from nli_tune.driver_callbacks import release_placement_group
+from nli_tune.space import scored_epochs
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
@@ -38,7 +39,8 @@ FOLD_METRICS = (
     "train_loss",
     "best_val_macro_f1",
     "tokens_per_s",
-    "compute_seconds",  # this epoch's training and scoring, in seconds
+    "compute_seconds",  # training and scoring since the last report, in seconds
+    "score_passes",  # times the fold scored a split so far (validation, calibration)
 )
 CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F1 per criterion
 # Test-only fault injection, read by the fold workers: "KEY=VALUE" makes fold 0 of every
@@ -149,9 +151,10 @@ def aggregate(reports: list[dict]) -> dict[str, Any]:
         # fold predicts for everything; ROC-AUC says whether it ranks pairs at all.
         "cv_roc_auc": _nanmean([m["val_roc_auc"] for m in by_fold]),
         "cv_roc_auc_within": _nanmean([m["val_roc_auc_within"] for m in by_fold]),
+        "cv_pr_auc": _nanmean([m["val_pr_auc"] for m in by_fold]),
         "cv_evidence_hit_at_1": _nanmean([m["val_evidence_hit_at_1"] for m in by_fold]),
         "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
-        # Folds run side by side: the slowest one bounds the epoch.
+        # Folds run side by side: the slowest one bounds the epochs since the last report.
         "epoch_compute_s": float(max(m["compute_seconds"] for m in by_fold)),
         "worker_peak_rss_mb": float(max(m["peak_rss_mb"] for m in by_fold)),
         "worker_tokens_per_s": _nanmean([m["tokens_per_s"] for m in by_fold]),
@@ -231,6 +234,7 @@ def fold_worker(loop_config: dict) -> None:
         }
         names = FOLD_METRICS + CRITERION_METRICS
         payload |= {name: float(metrics.get(name, float("nan"))) for name in names}
+        payload["score_passes"] = float(trainer.state.score_passes)
         payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if not save:
             ray.train.report(payload)
@@ -256,9 +260,18 @@ def fold_worker(loop_config: dict) -> None:
         )
         if state.epoch < cfg.epochs:
             ray.get(gate.wait_allowed.remote(state.epoch))
+    # Validation is scored (and reported to Tune) only at the epochs the scheduler judges
+    # and the last: every worker skips the same epochs, so all report equally often.
+    scored = loop_config["scored_epochs"]
+    unreported_s = 0.0  # compute of the epochs trained since the last report
     while trainer.state.epoch < cfg.epochs:
-        metrics = trainer.step_epoch()
-        report(metrics, True)
+        judged = scored is None or trainer.state.epoch + 1 in scored
+        metrics = trainer.step_epoch(score=judged)
+        unreported_s += metrics["compute_seconds"]
+        if not judged:
+            continue
+        report(metrics | {"compute_seconds": unreported_s}, True)
+        unreported_s = 0.0
         if trainer.state.epoch < cfg.epochs:
             ray.get(gate.wait_allowed.remote(trainer.state.epoch))
 
@@ -294,6 +307,7 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
             "gate": gate,
             "use_gpu": use_gpu,
             "threads": settings["worker_threads"],
+            "scored_epochs": scored_epochs(settings["rungs"], cfg.epochs),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.folds, use_gpu=use_gpu, resources_per_worker=resources

@@ -173,3 +173,28 @@ def test_goals_a_run_cannot_judge_are_reported_not_judged():
     assert unjudged(2, 2, 3) == {"fold_parallel_ratio"}  # 3 folds share 2 cores
     assert unjudged(1, 16, None) == {"trainer_f1_gap"}  # one epoch: F1 at 0.5 says nothing
     assert unjudged(1, 2, 3) == {"trainer_f1_gap", "fold_parallel_ratio"}
+
+
+def test_rung_rank_correlation_compares_each_rung_with_the_end_per_metric():
+
+    from nli_tune.bench_search import rung_rank_correlation
+    from nli_tune.space import METRICS
+
+    rows = []
+    for t in range(5):  # trial t ends at 0.5 + 0.1 t on every metric
+        for epoch in (1, 2, 3):
+            row = {"trial_id": f"t{t}", "epoch": epoch}
+            for m in METRICS:
+                end = 0.5 + 0.1 * t
+                start = end if m == "cv_pr_auc" else 1.0 - end  # same order / reversed
+                row[m] = end if epoch == 3 else start
+                row |= {f"fold0_{m[3:]}": row[m] - 0.05, f"fold1_{m[3:]}": row[m] + 0.05}
+            rows.append(row)
+    rows.append({"trial_id": "short", "epoch": 1} | {m: 0.9 for m in METRICS})  # never ended
+    table = rung_rank_correlation(pd.DataFrame(rows), [1, 2])
+    assert set(table) == {"1", "2"}
+    for rung in ("1", "2"):
+        assert table[rung]["cv_pr_auc"]["spearman"] == pytest.approx(1.0)
+        assert table[rung]["cv_macro_f1"]["spearman"] == pytest.approx(-1.0)
+        assert table[rung]["cv_pr_auc"]["trials"] == 5  # "short" has no later epoch
+        assert table[rung]["cv_roc_auc"]["fold_std"] == pytest.approx(0.05)

@@ -260,9 +260,8 @@ def test_unreachable_mlflow_is_replayed_on_resume(tmp_path, ray_address):
         assert best["search"]["mlflow_run_id"] in set(table["mlflow_run_id"])
         names = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
         assert {"best_config.yaml", "cv_results.csv", "report.html"} <= names
-        assert parents[0].data.metrics["best_cv_macro_f1"] == pytest.approx(
-            table["cv_macro_f1"].max()
-        )
+        metric = best["search"]["selected_by"]
+        assert parents[0].data.metrics[f"best_{metric}"] == pytest.approx(table[metric].max())
 
 
 def _rss_mb(pid: int) -> float:

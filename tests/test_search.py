@@ -169,7 +169,8 @@ def test_progress_lines_follow_every_trial(smoke):
         assert [ln.split(" epoch ")[1].split()[0] for ln in epochs] == ["1/2", "2/2"]
         for line, metric in zip(epochs, history, strict=True):
             assert f"cv macro-F1 {metric.value:.3f} ± " in line
-        assert mine[-1].endswith(f"completed after 2 epochs: cv macro-F1 {row.cv_macro_f1:.3f}")
+        last = f"completed after 2 epochs: within-AUC {row.cv_roc_auc_within:.3f}"
+        assert mine[-1].endswith(last)
         assert all(len(ln) <= 100 for ln in mine[1:])
 
 
@@ -178,13 +179,20 @@ def test_best_config_is_the_top_trial_and_trains(smoke):
     run_dir = tmp / "outputs" / "smoke"
     table = read_table(run_dir / "cv_results.csv")
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
-    top = table.loc[table["cv_macro_f1"].idxmax()]
+    metric = "cv_roc_auc_within"  # the default searcher metric picks the best
+    assert best["search"]["selected_by"] == metric
+    top = table[table["trial_id"] == best["search"]["trial_id"]].iloc[0]
+    assert top[metric] == table[metric].max() and top["cv_rank"] == 1
+    assert best["search"][metric] == pytest.approx(top[metric])
     assert best["search"]["cv_macro_f1"] == pytest.approx(top["cv_macro_f1"])
     assert best["pooling"] == top["pooling"] and best["lr"] == pytest.approx(top["lr"])
     assert best["search"]["mlflow_run_id"] == top["mlflow_run_id"]
     assert len(best["search"]["fold_macro_f1"]) == 2 and best["search"]["data_fingerprint"]
+    assert best["search"]["fold_roc_auc_within"] == pytest.approx(
+        [top["fold0_roc_auc_within"], top["fold1_roc_auc_within"]]
+    )
     assert TrainConfig.from_file(run_dir / "best_config.yaml").model == "tiny-random"
-    assert f"cv macro-F1 {top['cv_macro_f1']:.4f}" in stdout
+    assert f"best config (by {metric}): {metric} {top[metric]:.4f}" in stdout
     final = tmp / "outputs" / "final"  # train's default place beside the search's folder
     r = run_train("--config", str(run_dir / "best_config.yaml"), "--output", str(final))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -369,6 +377,9 @@ def _learner_then_loser(tmp: Path, name: str, num_samples: int, epochs: int) -> 
         points_to_evaluate=[{"lr": 5.0e-3, "pooling": "mean"}, {"lr": 1.0e-12, "pooling": "mean"}],
         asha={"grace_period": 1, "reduction_factor": 2},
         fixed=SMOKE["fixed"] | {"epochs": epochs},
+        # The loser's constant scores tie (ROC-AUC 0.5) with a random tiny model's; its
+        # all-"matched" macro-F1 (~0.09) sets it apart.
+        metric="cv_macro_f1",
     )
 
 
@@ -406,6 +417,32 @@ def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
     run = next(c for c in children if c.info.run_id == bad["mlflow_run_id"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "cv_macro_f1")] == [1]
     assert run.data.tags["status"] == "stopped early"
+
+
+def test_folds_score_only_at_the_rungs_and_the_last_epoch(tmp_path, ray_address):
+    """5 epochs, ASHA grace 1 and factor 2: Ray's rungs are epochs 1, 2 and 4, so the
+    workers score (and Tune, MLflow and epochs.csv see) epochs 1, 2, 4 and 5 only; the
+    epoch-3 training still happens (the compute of epochs 3 and 4 arrives with epoch 4)."""
+    space = _space(
+        tmp_path,
+        "scored",
+        scheduler="asha",
+        num_samples=1,
+        asha={"grace_period": 1, "reduction_factor": 2},
+        fixed=SMOKE["fixed"] | {"epochs": 5, "patience": 0},  # no fold stops on its own
+    )
+    _search(tmp_path, space, ray_address)
+    run_dir = tmp_path / "outputs" / "scored"
+    table = read_table(run_dir / "cv_results.csv")
+    assert list(table["epochs"]) == [5] and list(table["status"]) == ["completed"]
+    assert list(read_table(run_dir / "epochs.csv")["epoch"]) == [1, 2, 4, 5]
+    client, (parent,), (run,) = _runs(tmp_path, "scored")
+    assert parent.data.params["scored_epochs"] == "1,2,4"
+    rid = run.info.run_id
+    assert [m.step for m in client.get_metric_history(rid, "cv_macro_f1")] == [1, 2, 4, 5]
+    for k in range(2):  # each scored epoch scores the calibration and validation posts
+        passes = [m.value for m in client.get_metric_history(rid, f"fold{k}_score_passes")]
+        assert passes == [2.0, 4.0, 6.0, 8.0]
 
 
 def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_address):
@@ -502,7 +539,7 @@ def test_storage_flag_puts_tune_and_train_state_where_all_nodes_reach_it(tmp_pat
     space = _space(tmp_path, "store", num_samples=1)
     out = _search(tmp_path, space, ray_address, "--storage", str(shared), "--quiet")
     assert not re.search(r"\] \w+ (start|epoch|completed)", out)  # --quiet: no progress
-    assert "best config: cv macro-F1" in out  # but the result itself
+    assert "best config (by cv_roc_auc_within)" in out  # but the result itself
     run_dir = tmp_path / "outputs" / "store"
     assert (run_dir / "cv_results.csv").exists() and not (run_dir / "ray").exists()
     assert len(list((shared / "store").glob("*/result.json"))) == 1  # the Tune trial

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from nli_tune import SPACES_DIR
@@ -187,3 +188,78 @@ def test_a_fold_worker_gets_its_cpu_share_in_torch_threads(tmp_path, cpus, threa
     path.write_text(text.replace("cpus_per_worker: 0.5", f"cpus_per_worker: {cpus}"))
     space = load_space(str(path))
     assert space.cpus_per_worker == cpus and space.worker_threads == threads
+
+
+@pytest.mark.parametrize(
+    ("metric", "fragment"),
+    [
+        ("cv_accuracy", "metric 'cv_accuracy': unknown (known: cv_macro_f1, cv_pr_auc"),
+        ("{scheduler: cv_f1}", "metric.scheduler 'cv_f1': unknown metric"),
+        ("{judge: cv_pr_auc}", "unknown key metric.judge (known: scheduler, searcher)"),
+        ("[cv_pr_auc]", "metric must be a name or a mapping"),
+    ],
+)
+def test_unknown_metric_exits_2_with_one_line(tmp_path, metric, fragment):
+    path = tmp_path / "space.yaml"
+    path.write_text(BASE + f"metric: {metric}\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "nli_tune.search", "--space", str(path), "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and fragment in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_scheduler_and_searcher_metrics_are_set_apart_or_together(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(BASE + "metric: {scheduler: cv_pr_auc, searcher: cv_macro_f1}\n")
+    space = load_space(str(path))
+    assert (space.scheduler_metric, space.searcher_metric) == ("cv_pr_auc", "cv_macro_f1")
+    path.write_text(BASE + "metric: cv_roc_auc\n")
+    space = load_space(str(path))
+    assert (space.scheduler_metric, space.searcher_metric) == ("cv_roc_auc", "cv_roc_auc")
+
+
+@pytest.mark.parametrize(
+    ("epochs", "grace", "rf"), [(10, 1, 3), (4, 1, 3), (5, 1, 2), (12, 2, 2), (9, 1, 2.5)]
+)
+def test_scored_epochs_are_the_rungs_ray_asha_judges_and_the_last(tmp_path, epochs, grace, rf):
+    """The workers score at space.rungs(): they must be the epochs at which Ray's own ASHA
+    judges a trial (its milestones, judged at the first report at or past each)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        BASE + f"fixed: {{epochs: {epochs}}}\nasha: {{grace_period: {grace}, "
+        f"reduction_factor: {rf}}}\n"
+    )
+    space = load_space(str(path))
+    asha = ASHAScheduler(
+        time_attr="epoch", metric="m", mode="max", max_t=epochs, grace_period=grace,
+        reduction_factor=rf,
+    )  # fmt: skip
+    milestones = [m for m, _ in asha._brackets[0]._rungs]
+    assert space.rungs() == sorted({int(np.ceil(m - 1e-9)) for m in milestones})
+    assert space.scored_epochs(epochs) == sorted(set(space.rungs()) | {epochs})
+    assert space.scored_epochs(2) == sorted({r for r in space.rungs() if r < 2} | {2})
+    space.scheduler = "none"
+    assert space.rungs() == [] and space.scored_epochs(epochs) is None
+
+
+def test_startup_trials_default_to_a_third_and_the_pooling_space_shows_its_own(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(BASE.replace("num_samples: 2", "num_samples: 12"))
+    assert load_space(str(path)).n_startup_trials == 4
+    path.write_text(BASE + "startup_trials: 3\n")
+    assert load_space(str(path)).n_startup_trials == 3
+    path.write_text(BASE + "startup_trials: 0\n")
+    with pytest.raises(UserError, match="startup_trials 0: must be an integer >= 1"):
+        load_space(str(path))
+    pooling = load_space("pooling")
+    # TPE models the results for at least a third of the main job's trials.
+    assert "startup_trials" in (SPACES_DIR / "pooling.yaml").read_text()
+    assert pooling.n_startup_trials <= pooling.num_samples * 2 // 3
