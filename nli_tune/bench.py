@@ -335,7 +335,8 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
 def _rung_figures(epochs, cut: dict | None) -> dict:
     """rung_rank_correlation of the main job's rungs (as cut) from a run without ASHA, and
     the first rung's rho on the metric ASHA prunes on; printed as a table."""
-    from nli_tune.bench_search import MAIN_JOB_SPACE, rung_rank_correlation
+    from nli_tune.bench_search import MAIN_JOB_SPACE
+    from nli_tune.report_fidelity import rung_rank_correlation
     from nli_tune.space import load_space
 
     space = load_space(str(MAIN_JOB_SPACE))

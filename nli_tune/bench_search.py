@@ -103,34 +103,3 @@ def asha_comparison(with_asha: dict, without: dict) -> dict:
         "no_asha_best_cv_macro_f1": without["best_cv_macro_f1"],
         "asha_best_f1_loss": without["best_cv_macro_f1"] - with_asha["best_cv_macro_f1"],
     }
-
-
-def rung_rank_correlation(epochs: pd.DataFrame, rungs: list[int]) -> dict:
-    """Whether a rung can be trusted, per rung and candidate metric, from a search whose
-    trials all ran to the end and scored every epoch (`--asha-off`): Spearman's rho
-    between the trials' values at the rung and at their last epoch (does the rung rank
-    trials as the end does?) and the mean over trials of the fold std at the rung (how
-    noisy one trial's value is there). {rung: {metric: {spearman, fold_std, trials}}}."""
-    from scipy.stats import spearmanr
-
-    from nli_tune.space import METRICS
-
-    folds = sorted({int(c[4:].split("_", 1)[0]) for c in epochs if re.match(r"fold\d+_", c)})
-    last = epochs.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
-    out: dict[str, dict] = {}
-    for rung in rungs:
-        at = epochs[epochs["epoch"] == rung].set_index("trial_id")
-        ended = last[last["epoch"] > rung]  # a rung at a trial's last epoch says nothing
-        common = at.index.intersection(ended.index)
-        out[str(rung)] = {}
-        for metric in METRICS:
-            now, end = at.loc[common, metric], ended.loc[common, metric]
-            ok = now.notna() & end.notna()
-            rho = spearmanr(now[ok], end[ok]).statistic if ok.sum() >= 3 else float("nan")
-            per_fold = at.loc[common, [f"fold{k}_{metric[3:]}" for k in folds]]
-            out[str(rung)][metric] = {
-                "spearman": float(rho),
-                "fold_std": float(per_fold.std(axis=1, ddof=0).mean()),
-                "trials": int(ok.sum()),
-            }
-    return out

@@ -25,6 +25,7 @@ import pandas as pd
 from nli_tune.errors import UserError, run_cli
 from nli_tune.outputs import atomic_dir
 from nli_tune.report_data import SearchFiles, load_search, ranked, reference_rows
+from nli_tune.report_fidelity import IMPORTANCE_MIN_TRIALS, importance_epoch, values_at_epoch
 from nli_tune.report_page import render
 from nli_tune.report_plots import (
     criterion_f1_plot,
@@ -90,14 +91,24 @@ def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool
     plots_dir = files.run_dir / PLOTS_DIR
     with atomic_dir(plots_dir) as tmp:
         images: dict[str, Path] = {}
+        captions: dict[str, str] = {}
         if len(table):
             images["fold scores per trial"] = fold_spread_plot(table, files.k, tmp / "folds.png")
             images["cv macro-F1 per epoch"] = epoch_curves_plot(
                 files.epochs, files.results, tmp / "epochs.png"
             )
-            study = rebuild_study(files.results, files.space)
-            for name, path in optuna_plots(study, tmp).items():
-                images[f"hyper-parameter {name}"] = path
+            found = importance_epoch(files.epochs, files.metric)
+            if found is not None:  # importance over trials at one epoch, not mixed ones
+                epoch, n = found
+                values = values_at_epoch(files.epochs, epoch, files.metric)
+                study = rebuild_study(files.results, files.space, values)
+                for name, path in optuna_plots(study, tmp).items():
+                    images[f"hyper-parameter {name}"] = path
+                    captions[f"hyper-parameter {name}"] = (
+                        f"{files.metric} of the {n} trials that scored epoch {epoch} (the "
+                        f"deepest epoch with at least {IMPORTANCE_MIN_TRIALS} trials, else "
+                        f"the one with most), each at that epoch"
+                    )
             crit = {c[6:]: float(table.iloc[0][c]) for c in table if c.startswith("cv_f1_")}
             if crit:
                 images["per-criterion F1 of the best trial"] = criterion_f1_plot(
@@ -109,7 +120,7 @@ def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool
                 "Final model: test F1 per criterion",
                 tmp / "final_criteria.png",
             )
-        page = render(files, refs, final_data, images)
+        page = render(files, refs, final_data, images, captions)
     out = files.run_dir / REPORT_FILE
     tmp_page = out.with_name(f".{REPORT_FILE}.tmp")
     # Images are embedded from the temp folder's copies; the folder is now in place.
@@ -137,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m nli_tune.report",
         description="Write OUTPUT/<name>/report.html for a finished search: trials ranked by "
-        "cv macro-F1, corrected t-tests of the best against the next four, majority and "
+        "the search's metric, corrected t-tests of the best against the next four at equal "
+        "epochs, importance over trials at one epoch, majority and "
         "TF-IDF on the same folds, plots, and the final model's test numbers when "
         "`train` ran on the exported config. Logs it to the search's MLflow parent run.",
     )

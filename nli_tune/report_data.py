@@ -19,6 +19,7 @@ from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.errors import UserError
 from nli_tune.metrics import classification_metrics, corrected_ttest
 from nli_tune.outputs import read_table
+from nli_tune.report_fidelity import common_epoch, fold_columns, fold_values_at
 from nli_tune.space import SearchSpace, load_space
 
 TOP = 5  # the best trial is compared with each other trial of the top TOP
@@ -39,8 +40,14 @@ class SearchFiles:
     def k(self) -> int:
         return len(self.folds["folds"])
 
-    def fold_scores(self, row: pd.Series) -> np.ndarray:
-        return np.array([row[f"fold{i}_macro_f1"] for i in range(self.k)], dtype=float)
+    @property
+    def metric(self) -> str:
+        """What the search ranked trials by (searches before `metric:` used macro-F1)."""
+        return str(self.search.get("selected_by", "cv_macro_f1"))
+
+    def fold_scores(self, row: pd.Series, metric: str | None = None) -> np.ndarray:
+        name = (metric or self.metric)[3:]
+        return np.array([row[f"fold{i}_{name}"] for i in range(self.k)], dtype=float)
 
 
 def load_search(run_dir: str | Path) -> SearchFiles:
@@ -65,22 +72,33 @@ def load_search(run_dir: str | Path) -> SearchFiles:
 
 
 def ranked(files: SearchFiles) -> pd.DataFrame:
-    """Trials with a score, best first."""
-    scored = files.results.dropna(subset=["cv_macro_f1"])
-    return scored.sort_values("cv_macro_f1", ascending=False, kind="stable")
+    """Trials with a score, best first by the search's metric at their last scored epoch
+    (which differs between trials ASHA stopped and trials that ran on)."""
+    scored = files.results.dropna(subset=[files.metric])
+    return scored.sort_values(files.metric, ascending=False, kind="stable")
 
 
 def comparisons(files: SearchFiles) -> list[dict]:
     """The best trial against each other trial of the top TOP: corrected t-test on the
-    paired fold scores, with a sentence that says what it means."""
+    paired fold scores of the search's metric at the deepest epoch both trials scored
+    (equal fidelity), with a sentence that says what it means. Where epochs.csv has no
+    per-fold values (older searches), each trial's last epoch, flagged as mixed."""
     table = ranked(files)
     if len(table) < 2:
         return []
-    best = table.iloc[0]
-    out = []
+    best, metric, out = table.iloc[0], files.metric, []
+    per_fold = bool(fold_columns(files.epochs, metric))
     for _, other in table.iloc[1:TOP].iterrows():
-        test = corrected_ttest(files.fold_scores(best), files.fold_scores(other), 1 / (files.k - 1))
-        out.append({"trial_id": other["trial_id"], **test, "sentence": verdict(test, files.k)})
+        a, b = str(best["trial_id"]), str(other["trial_id"])
+        epoch = common_epoch(files.epochs, a, b) if per_fold else None
+        if epoch is not None:
+            x, y = (fold_values_at(files.epochs, t, epoch, metric) for t in (a, b))
+            at = {"epoch": epoch, "mixed": False}
+        else:
+            x, y = files.fold_scores(best), files.fold_scores(other)
+            at = {"epoch": None, "mixed": int(best["epochs"]) != int(other["epochs"])}
+        test = corrected_ttest(x, y, 1 / (files.k - 1))
+        out.append({"trial_id": b, **test, **at, "sentence": verdict(test, files.k)})
     return out
 
 
@@ -123,7 +141,6 @@ def ablations(files: SearchFiles) -> list[tuple[str, pd.DataFrame]]:
     for key in ABLATION_KEYS:
         if key in table and table[key].nunique() > 1:
             best = table.groupby(key, sort=False).head(1)
-            out.append(
-                (key, best[["trial_id", key, "cv_macro_f1", "cv_macro_f1_std", "cv_roc_auc"]])
-            )
+            cols = ["trial_id", key, *dict.fromkeys([files.metric, "cv_macro_f1"]), "epochs"]
+            out.append((key, best[cols]))
     return out

@@ -12,11 +12,43 @@ import pandas as pd
 
 from nli_tune.metrics import corrected_ttest
 from nli_tune.report_data import SearchFiles, ablations, comparisons, ranked, verdict
+from nli_tune.report_fidelity import rung_rank_correlation
 
 
-def _img(path: Path, alt: str) -> str:
+def _img(path: Path, alt: str, caption: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+    )
+
+
+def rung_html(files: SearchFiles) -> str:
+    """How far each scored epoch's ranking holds to the end, where epochs.csv allows it
+    (at least 3 trials scored an epoch and ran past it)."""
+    if files.epochs.empty:
+        return ""
+    epochs = sorted(int(e) for e in files.epochs["epoch"].unique())[:-1]
+    table = rung_rank_correlation(files.epochs, epochs)
+    rows = [
+        [str(e), html.escape(m), f"{v['spearman']:+.2f}", _num(v["fold_std"]), str(v["trials"])]
+        for e, per in table.items()
+        for m, v in per.items()
+        if v["trials"] >= 3
+    ]
+    if not rows:
+        return ""
+    survivors = "" if files.space.scheduler == "none" else (
+        " Under ASHA only the trials it let run past an epoch count there: the survivors, "
+        "so this understates how well an epoch ranks all trials; `python -m nli_tune.bench "
+        "--asha-off` measures it on a search that runs every trial to the end."
+    )  # fmt: skip
+    return (
+        "<h2>Can the early epochs be trusted?</h2><p>Spearman's rank correlation between "
+        "the trials' value at an epoch and at their last epoch, and the mean fold std at "
+        f"that epoch.{survivors}</p>"
+        + _table(["epoch", "metric", "Spearman rho", "fold std", "trials"], rows, "rungs")
+    )
 
 
 def _num(value, digits: int = 3) -> str:
@@ -43,9 +75,16 @@ def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: dict) -> str:
+def render(
+    files: SearchFiles,
+    refs: pd.DataFrame,
+    final: dict | None,
+    images: dict,
+    captions: dict | None = None,
+) -> str:
     table, params = ranked(files), list(files.space.params)
-    k = files.k
+    k, metric = files.k, files.metric
+    std = table.apply(lambda r: float(np.std(files.fold_scores(r))), axis=1)
     rows = []
     for i, (_, r) in enumerate(table.iterrows(), 1):
         folds = " ".join(_num(v) for v in files.fold_scores(r))
@@ -53,27 +92,29 @@ def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: d
             [str(i), html.escape(str(r["trial_id"]))]
             + [_param(r[p]) for p in params]
             + [
-                f"{_num(r['cv_macro_f1'])} ± {_num(r['cv_macro_f1_std'])}",
+                f"{_num(r[metric])} ± {_num(std[r.name])}",
                 folds,
+                _num(r["cv_macro_f1"]),
                 _num(r["cv_roc_auc"]),
                 str(int(r["epochs"])),
                 html.escape(str(r["status"])),
             ]
         )
-    failed = files.results[files.results["cv_macro_f1"].isna()]
+    failed = files.results[files.results[metric].isna()]
     for _, r in failed.iterrows():
         rows.append(
             ["—", html.escape(str(r["trial_id"]))]
             + ["" for _ in params]
-            + ["—", "", "", str(int(r["epochs"])), html.escape(str(r["status"]))]
+            + ["—", "", "", "", str(int(r["epochs"])), html.escape(str(r["status"]))]
         )
     ranked_html = _table(
         [
             "rank",
             "trial",
             *params,
-            "cv macro-F1 (mean ± std)",
+            f"{metric} (mean ± std)",
             f"{k} folds",
+            "cv macro-F1",
             "cv ROC-AUC",
             "epochs",
             "status",
@@ -81,12 +122,14 @@ def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: d
         rows,
         "ranked",
     )
+    mixed = table["epochs"].nunique() > 1
 
     tests = comparisons(files)
     best = table.iloc[0] if len(table) else None
     test_rows = [
         [
             html.escape(str(t["trial_id"])),
+            "each trial's last (mixed)" if t["mixed"] else str(t["epoch"] or "last"),
             f"{t['difference']:+.3f}",
             f"{t['ci_low']:+.3f} to {t['ci_high']:+.3f}",
             _num(t["p"]),
@@ -94,7 +137,8 @@ def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: d
         ]
         for t in tests
     ]
-    best_scores = files.fold_scores(best) if best is not None else None
+    # The baselines have macro-F1 per fold: the best trial's, at its last epoch, faces them.
+    best_scores = files.fold_scores(best, "cv_macro_f1") if best is not None else None
     ref_rows = []
     for _, r in refs.iterrows():
         scores = np.asarray(r["fold_macro_f1"], dtype=float)
@@ -117,14 +161,28 @@ def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: d
         f"{len(files.folds.get('test', []))} test posts held out from the search; data "
         f"fingerprint {html.escape(str(files.search.get('data_fingerprint', '?')))}. Best "
         f"trial: <b>{html.escape(str(files.search.get('trial_id', '?')))}</b> "
-        f"(cv macro-F1 {_num(files.search.get('cv_macro_f1'))}).</p>",
-        "<h2>Trials, ranked by cross-fold macro-F1</h2>",
+        f"({metric} {_num(files.search.get(metric))}, cv macro-F1 "
+        f"{_num(files.search.get('cv_macro_f1'))}).</p>",
+        f"<h2>Trials, ranked by {html.escape(metric)}</h2>",
         ranked_html,
+        "<p>Each trial at its last scored epoch"
+        + (
+            ": this table mixes epochs (ASHA stopped some trials early), so it ranks "
+            "setups and how long they ran together. The tests below compare at equal epochs."
+            if mixed
+            else "; every trial ran the same number of epochs."
+        )
+        + "</p>",
         "<h2>Is the best trial really better?</h2>",
-        f"<p>Corrected resampled t-test (Nadeau and Bengio) on the paired fold scores; "
-        f"with {k} folds the test/train ratio is 1/{k - 1}. Difference = best − other; a trial "
-        f"ASHA stopped is compared at its last epoch.</p>",
-        _table(["other trial", "difference", "95% interval", "p", "reading"], test_rows, "ttest")
+        f"<p>Corrected resampled t-test (Nadeau and Bengio) on the paired fold values of "
+        f"{html.escape(metric)}, at the deepest epoch both trials scored (a trial ASHA "
+        f"stopped at epoch 1 is compared with the best's epoch 1); with {k} folds the "
+        f"test/train ratio is 1/{k - 1}. Difference = best − other.</p>",
+        _table(
+            ["other trial", "at epoch", "difference", "95% interval", "p", "reading"],
+            test_rows,
+            "ttest",
+        )
         if test_rows
         else "<p>Only one scored trial: nothing to compare.</p>",
         "<h2>Reference rows on the same folds</h2>",
@@ -137,8 +195,9 @@ def render(files: SearchFiles, refs: pd.DataFrame, final: dict | None, images: d
     for key, frame in ablations(files):
         parts.append(f"<h3>Searched switch: {html.escape(key)} (best trial per value)</h3>")
         parts.append(_table(list(frame.columns), [[_num(v) for v in r] for r in frame.values]))
+    parts.append(rung_html(files))
     parts.append("<h2>Plots</h2>")
-    parts += [_img(p, alt) for alt, p in images.items()]
+    parts += [_img(p, alt, (captions or {}).get(alt, "")) for alt, p in images.items()]
     if final is not None:
         parts.append(final_html(final))
     else:

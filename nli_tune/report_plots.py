@@ -43,11 +43,17 @@ def distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDist
     return out
 
 
-def rebuild_study(results: pd.DataFrame, space: SearchSpace) -> optuna.Study:
-    """An in-memory Optuna study with one finished trial per scored row of cv_results.
-    `points_to_evaluate` may lie outside the sampled ranges: the ranges are widened to
-    cover every value a trial actually had."""
-    scored = results.dropna(subset=["cv_macro_f1"])
+def rebuild_study(
+    results: pd.DataFrame, space: SearchSpace, values: pd.Series | None = None
+) -> optuna.Study:
+    """An in-memory Optuna study with one finished trial per trial in `values` (trial_id ->
+    value; the report passes every trial's value at one epoch, so that importance compares
+    like with like), by default cv_results' macro-F1. `points_to_evaluate` may lie outside
+    the sampled ranges: the ranges are widened to cover every value a trial actually had."""
+    if values is None:
+        values = results.set_index("trial_id")["cv_macro_f1"]
+    values = values.dropna()
+    scored = results[results["trial_id"].isin(values.index)]
     dists = {k: _covering(d, scored[k]) for k, d in distributions(space).items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" chatter
     study = optuna.create_study(direction="maximize")
@@ -57,7 +63,7 @@ def rebuild_study(results: pd.DataFrame, space: SearchSpace) -> optuna.Study:
             optuna.trial.create_trial(
                 params=params,
                 distributions=dists,
-                value=float(row["cv_macro_f1"]),
+                value=float(values[row["trial_id"]]),
                 user_attrs={"trial_id": str(row["trial_id"])},
             )
         )

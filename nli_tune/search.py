@@ -61,7 +61,8 @@ def parse_args(argv):
         prog="python -m nli_tune.search",
         description="Search fine-tuning setups with Ray Tune + Optuna; each trial trains K "
         "post-grouped CV folds in parallel (Ray Train) and ASHA stops weak trials "
-        "on the cross-fold mean macro-F1. Writes OUTPUT/<name>/best_config.yaml "
+        "at its rungs on the space's metric (a cross-fold mean; the folds score "
+        "validation only at the rungs and the last epoch). Writes OUTPUT/<name>/best_config.yaml "
         "cv_results.csv, epochs.csv and report.html and logs every trial to MLflow.",
     )
     p.add_argument(

@@ -177,7 +177,7 @@ def test_goals_a_run_cannot_judge_are_reported_not_judged():
 
 def test_rung_rank_correlation_compares_each_rung_with_the_end_per_metric():
 
-    from nli_tune.bench_search import rung_rank_correlation
+    from nli_tune.report_fidelity import rung_rank_correlation
     from nli_tune.space import METRICS
 
     rows = []

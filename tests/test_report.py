@@ -68,10 +68,10 @@ def run_dir(tmp_path_factory):
         row |= {"cv_roc_auc": 0.6 + 0.01 * i, "epochs": n_ep, "status": status}
         row |= {f"cv_f1_{key}": 0.1 * (j % 7) for j, key in enumerate(criterion_keys())}
         rows.append(row)
-        for e in range(1, n_ep + 1):
-            epochs.append(
-                {"trial_id": tid, "epoch": e, "cv_macro_f1": np.mean(folds) - 0.02 * (n_ep - e)}
-            )
+        for e in range(1, n_ep + 1):  # each trial gains 0.02 per epoch on every fold
+            at = [v - 0.02 * (n_ep - e) for v in folds]
+            row = {"trial_id": tid, "epoch": e, "cv_macro_f1": np.mean(at)}
+            epochs.append(row | {f"fold{k}_macro_f1": v for k, v in enumerate(at)})
     rows.append({"trial_id": FAILED, "pooling": "max", "epochs": 0, "status": "failed"})
     pd.DataFrame(rows).to_csv(root / "cv_results.csv", index=False)
     pd.DataFrame(epochs).to_csv(root / "epochs.csv", index=False)
@@ -104,12 +104,18 @@ def test_best_against_the_next_four_uses_the_corrected_ttest(run_dir):
     rows = _cells((run_dir / "report.html").read_text(), "ttest")
     order = sorted(TRIALS, key=lambda t: -np.mean(t[6]))
     assert [r[0] for r in rows] == [t[0] for t in order[1:5]]
+    best = order[0]
     for row, other in zip(rows, order[1:5], strict=True):
-        t = corrected_ttest(order[0][6], other[6], 1 / 2)
-        assert row[1] == f"{t['difference']:+.3f}" and row[3] == f"{t['p']:.3f}"
-        assert row[4] == verdict(t, 3)
+        # Equal fidelity: at the deepest epoch both scored, the best's folds 0.02 lower
+        # for each epoch it ran past the other's last.
+        epoch = min(best[7], other[7])
+        best_then = [v - 0.02 * (best[7] - epoch) for v in best[6]]
+        t = corrected_ttest(best_then, other[6], 1 / 2)
+        assert row[1] == str(epoch)
+        assert row[2] == f"{t['difference']:+.3f}" and row[4] == f"{t['p']:.3f}"
+        assert row[5] == verdict(t, 3)
     # best vs second is hand-computed in test_metrics: p = 0.24, not distinguishable on 3 folds
-    assert rows[0][4] == "not distinguishable on these 3 folds"
+    assert rows[0][5] == "not distinguishable on these 3 folds"
 
 
 def test_reference_rows_are_computed_on_the_searchs_folds(run_dir):
@@ -195,3 +201,24 @@ def test_rebuilt_study_covers_points_outside_the_sampled_ranges(run_dir):
     study = rebuild_study(results, files.space)
     lone = next(t for t in study.trials if t.user_attrs["trial_id"] == T6)
     assert lone.params["lr"] == 1e-12 and len(study.trials) == len(TRIALS)
+
+
+def test_importance_and_rung_table_compare_trials_at_one_epoch(run_dir):
+    """Importance is computed over trials at one epoch (the deepest with >= 5 trials: here
+    epoch 1, all 6 scored trials), not over final values that mix 1- and 4-epoch trials;
+    the rung table says how epoch 1's ranking holds among the trials that ran past it."""
+    from nli_tune.report_fidelity import importance_epoch, values_at_epoch
+
+    files = load_search(run_dir)
+    assert importance_epoch(files.epochs, "cv_macro_f1") == (1, 6)
+    study = rebuild_study(
+        files.results, files.space, values_at_epoch(files.epochs, 1, "cv_macro_f1")
+    )
+    by_id = {t.user_attrs["trial_id"]: t.value for t in study.trials}
+    for tid, *_, folds, n_ep, _status in TRIALS:
+        assert by_id[tid] == pytest.approx(np.mean(folds) - 0.02 * (n_ep - 1))
+    page = (run_dir / "report.html").read_text()
+    assert "cv_macro_f1 of the 6 trials that scored epoch 1" in page
+    rows = _cells(page, "rungs")
+    # past epoch 1: BEST, SECOND, T5 (4 epochs) and T3 (2); each gains 0.02 an epoch
+    assert ["1", "cv_macro_f1", "+1.00"] == rows[0][:3] and rows[0][4] == "4"
