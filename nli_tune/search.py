@@ -35,7 +35,9 @@ RAY_ENV = {
     "TUNE_GLOBAL_CHECKPOINT_S": "1",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120",
     "TOKENIZERS_PARALLELISM": "false",
-    "RAY_AIR_NEW_OUTPUT": "1",
+    # Tune's legacy reporter prints nothing at verbose=0; the new one prints a start-up box
+    # and a TensorBoard hint above our progress lines whatever the verbosity.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 # Only where the search starts its own local Ray: no node of it can be preempted, so Ray
 # Train's preemption watcher (one more process per trial, about 2 CPU-s) has nothing to watch.

@@ -159,6 +159,8 @@ def test_progress_lines_follow_every_trial(smoke):
     table = read_table(tmp / "outputs" / "smoke" / "cv_results.csv")
     client, _, _ = _runs(tmp, "smoke")
     assert "Trial status:" not in stdout  # Ray's wide table is replaced by these lines
+    # and Tune's start-up box and TensorBoard hint are not printed above them
+    assert "Search algorithm" not in stdout and "TensorBoard" not in stdout
     for row in table.itertuples():
         mine = [ln for ln in stdout.splitlines() if re.match(rf"\[\d/2\] {row.trial_id} ", ln)]
         start = mine[0].split("] ")[1]
