@@ -4,6 +4,7 @@
                              [--hf-epochs 2] [--asha-off]
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
     python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see bench_gpu.py
+    python -m nli_tune.bench learning [--seeds ...]  # does the default learn: bench_learning.py
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         from nli_tune import quality
 
         return quality.main(argv[1:])
+    if argv[:1] == ["learning"]:  # does the default learn? (see bench_learning.py)
+        from nli_tune import bench_learning
+
+        return bench_learning.main(argv[1:])
     if argv[:1] == ["gpu"]:  # the GPU bench: refuses to run without CUDA (see bench_gpu.py)
         from nli_tune import bench_gpu
 
