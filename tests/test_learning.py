@@ -1,6 +1,7 @@
 """The default model learns: real Gemma-3 270M weights (3 layers), sentence units, trained
-on the bundled sample's first 100 posts and scored on the other 50. A change that breaks learning fails here: with the learning rate at 0 the head
-stays at zero and every post scores the same, within-criterion ROC-AUC 0.5.
+on the bundled sample's first 100 posts and scored on the other 50. A change that breaks
+learning fails here: with the learning rate at 0 the head stays at zero and every post
+scores the same, within-criterion ROC-AUC 0.5.
 
 The floor comes from `python -m nli_tune.bench learning` over seeds 0-4
 (benchmarks/learning.json): 0.66-0.82 there, so the floor sits below the lowest seed by a
