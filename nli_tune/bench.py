@@ -5,6 +5,7 @@
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
     python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see bench_gpu.py
     python -m nli_tune.bench learning [--seeds ...]  # does the default learn: bench_learning.py
+    python -m nli_tune.bench rungs RUN_DIR [--output F]  # can a search's epochs be trusted
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         from nli_tune import quality
 
         return quality.main(argv[1:])
+    if argv[:1] == ["rungs"]:  # rung_rank_correlation of a finished search's epochs.csv
+        return rungs_main(argv[1:])
     if argv[:1] == ["learning"]:  # does the default learn? (see bench_learning.py)
         from nli_tune import bench_learning
 
@@ -335,6 +338,40 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
         f"tokens/s"
     )
     return figures
+
+
+def rungs_main(argv: list[str]) -> int:
+    """rung_rank_correlation of a finished search (best run with `scheduler: none`, so that
+    every trial ran to the end and scored every epoch): each epoch but the last, per metric."""
+    from pathlib import Path
+
+    from nli_tune.errors import UserError
+    from nli_tune.outputs import read_table
+    from nli_tune.report_fidelity import rung_rank_correlation
+
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.bench rungs", description=rungs_main.__doc__
+    )
+    p.add_argument("run_dir", help="the search's output folder (OUTPUT/<name>)")
+    p.add_argument("--output", help="also write the table to this JSON file")
+    args = p.parse_args(argv)
+    path = Path(args.run_dir) / "epochs.csv"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; pass the folder a finished search wrote")
+    epochs = read_table(path)
+    ends = epochs.groupby("trial_id")["epoch"].max()
+    table = rung_rank_correlation(epochs, sorted(int(e) for e in epochs["epoch"].unique())[:-1])
+    print(f"{len(ends)} trials; last epochs {sorted(set(ends))}")
+    for rung, per_metric in table.items():
+        for metric, v in per_metric.items():
+            print(
+                f"  epoch {rung} {metric:<18} rho {v['spearman']:+.2f}  fold std "
+                f"{v['fold_std']:.3f}  trials {v['trials']}"
+            )
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"trials": int(len(ends)), "rung_rank_correlation": table}, f, indent=2)
+    return 0
 
 
 def _rung_figures(epochs, cut: dict | None) -> dict:

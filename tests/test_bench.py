@@ -198,3 +198,22 @@ def test_rung_rank_correlation_compares_each_rung_with_the_end_per_metric():
         assert table[rung]["cv_macro_f1"]["spearman"] == pytest.approx(-1.0)
         assert table[rung]["cv_pr_auc"]["trials"] == 5  # "short" has no later epoch
         assert table[rung]["cv_roc_auc"]["fold_std"] == pytest.approx(0.05)
+
+
+def test_bench_rungs_reads_a_search_folder_and_names_a_missing_one(tmp_path, capsys):
+    import json
+
+    from nli_tune.bench import main
+    from nli_tune.errors import run_cli
+
+    rows = [
+        {"trial_id": f"t{t}", "epoch": e, "cv_pr_auc": 0.1 * t + 0.01 * e} for t in range(4)
+        for e in (1, 2)
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "epochs.csv", index=False)
+    assert main(["rungs", str(tmp_path), "--output", str(tmp_path / "r.json")]) == 0
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert out["trials"] == 4 and list(out["rung_rank_correlation"]) == ["1"]
+    assert out["rung_rank_correlation"]["1"]["cv_pr_auc"]["spearman"] == pytest.approx(1.0)
+    assert run_cli(main, ["rungs", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere/epochs.csv: not found" in capsys.readouterr().err
