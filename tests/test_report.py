@@ -220,3 +220,35 @@ def test_rebuilt_study_covers_points_outside_the_sampled_ranges(run_dir):
     study = rebuild_study(results, files.space)
     lone = next(t for t in study.trials if t.user_attrs["trial_id"] == T6)
     assert lone.params["lr"] == 1e-12 and len(study.trials) == len(TRIALS)
+
+
+def test_final_section_shows_every_rows_ranking_metrics_and_tfidf_rule():
+    from nli_tune.report_page import final_html
+
+    def row(f1, auc, within, pr, threshold):
+        ci = [f1 - 0.1, f1 + 0.1]
+        return {"macro_f1": f1, "macro_f1_ci95": ci, "roc_auc": auc, "roc_auc_within": within} | {
+            "pr_auc": pr,
+            "threshold": threshold,
+        }
+
+    tfidf = row(0.61, 0.81, 0.71, 0.41, 0.37) | {"calibration": {"how": "Platt on 26 posts"}}
+    final = {
+        "path": "/x",
+        "test": row(0.7, 0.9, 0.8, 0.5, 0.42),
+        "tfidf": tfidf,
+        "majority": row(0.45, 0.5, 0.5, 0.1, 0.5),
+        "difference": {"macro_f1_difference": 0.09, "ci95": [-0.01, 0.2]},
+        "confusion": [[10, 2], [3, 4]],
+        "threshold": 0.42,
+        "how": "Platt",
+        "test_posts": 22,
+    }
+    page = f'<table class="refs"><tbody></tbody></table>{final_html(final)}'
+    rows = _cells(page, "final")
+    assert rows[0] == ["final model", "0.700", "0.600-0.800", "0.900", "0.800", "0.500", "0.420"]
+    assert rows[1] == ["TF-IDF + logistic regression", "0.610", "0.510-0.710"] + [
+        "0.810", "0.710", "0.410", "0.370",
+    ]  # fmt: skip
+    assert rows[2][0] == "majority class" and rows[2][3] == "0.500"
+    assert "TF-IDF: Platt on 26 posts." in page
