@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from nli_tune.metrics import classification_metrics
+from nli_tune.calibration import Calibration, fit_calibration
+from nli_tune.folds import calibration_split
+from nli_tune.metrics import pair_metrics
 
 
 def majority_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
-    """Predict the training split's majority class for every test pair."""
+    """Predict the training split's majority class for every test pair (`test` in post x 9
+    order); its ranking metrics are those of a constant: ROC-AUC 0.5."""
     majority = int(train["label"].mean() >= 0.5)
     scores = np.full(len(test), float(majority))
-    return classification_metrics(test["label"].to_numpy(), scores)
+    return pair_metrics(test, scores)
 
 
 def tfidf_scores(
@@ -37,3 +42,38 @@ def tfidf_scores(
         clf.fit(vec.transform([texts[p] for p in tr["post_id"]]), y)
         scores[test.index.get_indexer(test_part.index)] = clf.predict_proba(x_test)[:, 1]
     return scores
+
+
+@dataclass
+class CalibratedBaseline:
+    probs: np.ndarray  # calibrated P(matched) per test pair, in the test frame's order
+    calibration: Calibration  # decide matched where probs >= calibration.threshold
+    fit_posts: list  # posts the classifier was fitted on
+    calib_posts: list  # posts Platt scaling and the threshold were fitted on
+
+
+def calibrated_tfidf(
+    texts: dict[str, str], train: pd.DataFrame, test: pd.DataFrame, cfg
+) -> CalibratedBaseline:
+    """TF-IDF decided by the model's rule, so macro-F1 compares like with like: fitted on
+    the same fitting posts, then Platt scaling and the macro-F1 threshold (`fit_calibration`)
+    on the same held-out calibration posts (`calibration_split`) as the model's trainer.
+    `train` and `test` are (post, criterion) pair frames, `train` in data order."""
+    fit_posts, calib_posts = calibration_split(train, cfg)
+    fit = train[train["post_id"].isin(set(fit_posts))].reset_index(drop=True)
+    calib = train[train["post_id"].isin(set(calib_posts))].reset_index(drop=True)
+    # One fit scores both the calibration and the test pairs.
+    both = pd.concat([calib, test], ignore_index=True)
+    raw = tfidf_scores(texts, fit, both, cfg.seed)
+    calibration = Calibration()  # `calibration: none`: 0.5 on the raw probability
+    if len(calib):
+        calibration = fit_calibration(logit(raw[: len(calib)]), calib["label"].to_numpy())
+    probs = calibration.prob(logit(raw[len(calib) :]))
+    return CalibratedBaseline(probs, calibration, list(fit_posts), list(calib_posts))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """The logistic regression's own score back from its probability (clipped: a criterion
+    with one class in training gives a hard 0 or 1)."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))

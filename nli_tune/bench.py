@@ -51,6 +51,7 @@ PEERS = {
 # Goals for the embedded default (270M, 3 layers) on a 2-core CPU box.
 GOALS = {
     "data_seconds": ("<=", 30.0),  # synth + validate + encode 1,484 posts x 9 criteria
+    "segment_pathological_s": ("<=", 2.0),  # 4 x 100k-char texts with no sentence to cut
     "train_tokens_per_s": (">=", 1000.0),  # forward + backward + AdamW, bf16 autocast if native
     "score_tokens_per_s": (">=", 3000.0),  # no-grad scoring
     "peak_rss_gib": ("<=", 8.0),  # whole process
@@ -207,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{results['data_seconds']:.1f}s"
     )
 
+    results["segment_pathological_s"] = _pathological_segmentation_seconds()
+    print(f"segmentation of 4 letterless 100k-char texts: {results['segment_pathological_s']:.2f}s")
+
     trainer = FoldTrainer(cfg, model, units, None)
     rng = np.random.default_rng(0)
     examples = trainer.evidence_examples(rng)
@@ -260,6 +264,18 @@ def main(argv: list[str] | None = None) -> int:
                 {"results": results, "goals": GOALS, "all_met": ok}, f, indent=2, default=float
             )
     return 0
+
+
+def _pathological_segmentation_seconds() -> float:
+    """Sentence splitting of texts where every candidate cut is rejected: it must stay
+    linear (a rescan per rejected cut made such a post take minutes)."""
+    from nli_tune.units import sentence_spans
+
+    texts = ["! " * 50_000, "." * 100_000 + " x", " " * 100_000 + "a", "😭 " * 50_000]
+    t0 = time.perf_counter()
+    for text in texts:
+        sentence_spans(text)
+    return time.perf_counter() - t0
 
 
 def _trainer_figures(args, tok) -> dict[str, float]:

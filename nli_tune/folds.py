@@ -60,6 +60,17 @@ def split_test(pairs: pd.DataFrame, test_fraction: float, seed: int) -> tuple[li
     return [p for p in posts if p not in test], [p for p in posts if p in test]
 
 
+def calibration_split(train_pairs: pd.DataFrame, cfg) -> tuple[list, list]:
+    """(fitting posts, calibration posts) of a training split, as every scorer uses them:
+    with `calibration: holdout` a stratified cfg.calibration_fraction of the posts is held
+    out for Platt scaling and the threshold; with `none` nothing is. The model's trainer and
+    the baselines both call this on the training pairs in data order, so they calibrate on
+    the very same posts."""
+    if cfg.calibration != "holdout":
+        return list(dict.fromkeys(train_pairs["post_id"])), []
+    return split_test(train_pairs, cfg.calibration_fraction, cfg.seed)
+
+
 def make_folds(pairs: pd.DataFrame, k: int, test_fraction: float, seed: int) -> FoldPlan:
     """Split off test posts, then K stratified, post-grouped validation folds of the rest."""
     if k < 2:

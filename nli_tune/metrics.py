@@ -41,6 +41,17 @@ def classification_metrics(
     return {k: float(v) for k, v in out.items()}
 
 
+def pair_metrics(frame, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Metrics of P(matched) scores for a (post, criterion) pair frame in post x 9 order
+    (as `ReDSM5.pairs()` gives it): the classification metrics at `threshold` plus the
+    within-criterion ROC-AUC, so every row of a comparison reports the same numbers."""
+    labels = frame["label"].to_numpy()
+    out = classification_metrics(labels, probs, frame["criterion"].to_numpy(), threshold)
+    out["roc_auc_within"] = roc_auc_within(labels.reshape(-1, 9), np.reshape(probs, (-1, 9)))
+    out["threshold"] = float(threshold)
+    return out
+
+
 def bootstrap_macro_f1(
     labels: np.ndarray,
     predictions: dict[str, np.ndarray],

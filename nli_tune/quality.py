@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_tune.baselines import tfidf_scores
+from nli_tune.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.config import TrainConfig
 from nli_tune.data import load_redsm5
 from nli_tune.encoding import assemble, pair_format, tokenize_units
 from nli_tune.evidence import build_units
 from nli_tune.folds import make_folds
-from nli_tune.metrics import classification_metrics, roc_auc_within
+from nli_tune.metrics import pair_metrics
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer
 
@@ -80,32 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     only = set(args.only or ["baselines", "post", "evidence"])
-    for name in ("majority class", "TF-IDF + logistic regression"):
-        if "baselines" not in only:
-            continue
-        started, folds, fresh = time.perf_counter(), [], []
-        for k in range(args.folds):
-            train_posts, val_posts = plan.fold(k)
-            tr = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
-            for target, out in ((pairs, folds), (heldout[1] if heldout else None, fresh)):
-                if target is None:
-                    continue
-                posts = val_posts if target is pairs else list(dict.fromkeys(target["post_id"]))
-                te = target[target["post_id"].isin(set(posts))].reset_index(drop=True)
-                all_texts = texts if target is pairs else heldout[0].texts()
-                if name == "majority class":
-                    scores = np.full(len(te), float(tr["label"].mean() >= 0.5))
-                else:
-                    scores = tfidf_scores(texts | all_texts, tr, te, base.seed)
-                out.append(_pair_metrics(te, scores))
-        rows[name] = _summary(folds, fresh, time.perf_counter() - started)
-        _print_row(name, rows[name])
-
+    if "baselines" in only:
+        rows |= _baseline_rows(pairs, texts, plan, args.folds, heldout, base)
     for name, (key, overrides) in DESIGNS.items():
         if key not in only:
             continue
         cfg = TrainConfig.from_dict(shared | overrides)
-        started, folds, fresh = time.perf_counter(), [], []
+        started, folds, fresh, calib = time.perf_counter(), [], [], []
         table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
         for k in range(args.folds):
             model, tok = build_model(cfg)
@@ -117,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             train_posts, val_posts = plan.fold(k)
             trainer = FoldTrainer(cfg, model, units.subset(train_posts), None)
             trainer.fit()
+            calib.append([str(p) for p in trainer.calib.posts] if trainer.calib else [])
             folds.append(trainer.evaluate(units.subset(val_posts)))
             if heldout:
                 fresh_data = heldout[0]
@@ -128,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 fresh.append(trainer.evaluate(u2))
             print(f"  {name}: fold {k} macro-F1 {folds[-1]['macro_f1']:.3f}", flush=True)
         rows[name] = _summary(folds, fresh, time.perf_counter() - started)
+        rows[name]["fold_calib_posts"] = calib  # the TF-IDF row's, fold by fold
         _print_row(name, rows[name])
 
     result = {
@@ -162,12 +145,40 @@ def _heldout_draw(n_posts: int, data):
     return fresh, fresh.pairs()
 
 
-def _pair_metrics(frame, scores: np.ndarray) -> dict[str, float]:
-    labels = frame["label"].to_numpy()
-    out = classification_metrics(labels, scores, frame["criterion"].to_numpy())
-    out["roc_auc_within"] = roc_auc_within(labels.reshape(-1, 9), scores.reshape(-1, 9))
-    out["evidence_hit_at_1"] = float("nan")
-    return out
+def _baseline_rows(pairs, texts, plan, n_folds: int, heldout, cfg) -> dict[str, dict]:
+    """Majority class and TF-IDF on each fold; TF-IDF is fitted and calibrated on the
+    fold's fitting and calibration posts (`calibrated_tfidf`: the designs' trainer holds
+    out the same ones) and decided at its calibrated threshold, on the fold's validation
+    posts and on the held-out-template draw."""
+    rows = {}
+    for name in ("majority class", "TF-IDF + logistic regression"):
+        started, folds, fresh, calib = time.perf_counter(), [], [], []
+        for k in range(n_folds):
+            train_posts, val_posts = plan.fold(k)
+            # Data order, as UnitData.subset keeps it: the calibration split depends on it.
+            tr = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
+            targets = [(pairs[pairs["post_id"].isin(set(val_posts))], folds, texts)]
+            if heldout:
+                targets.append((heldout[1], fresh, heldout[0].texts()))
+            for frame, out, more_texts in targets:
+                te = frame.reset_index(drop=True)
+                if name == "majority class":
+                    out.append(_no_evidence(majority_baseline(tr, te)))
+                    continue
+                tfidf = calibrated_tfidf(texts | more_texts, tr, te, cfg)
+                m = pair_metrics(te, tfidf.probs, tfidf.calibration.threshold)
+                out.append(_no_evidence(m))
+            if name != "majority class":
+                calib.append(tfidf.calib_posts)
+        rows[name] = _summary(folds, fresh, time.perf_counter() - started)
+        rows[name]["fold_calib_posts"] = [list(c) for c in calib]
+        _print_row(name, rows[name])
+    return rows
+
+
+def _no_evidence(metrics: dict) -> dict:
+    """A baseline scores posts, not units: it shows no evidence sentence."""
+    return metrics | {"evidence_hit_at_1": float("nan")}
 
 
 def _summary(folds: list[dict], fresh: list[dict], seconds: float) -> dict:
@@ -176,7 +187,7 @@ def _summary(folds: list[dict], fresh: list[dict], seconds: float) -> dict:
         ok = vals[np.isfinite(vals)]
         return [float(ok.mean()), float(ok.std())] if len(ok) else [None, None]
 
-    keys = ("macro_f1", "roc_auc_within", "roc_auc", "evidence_hit_at_1")
+    keys = ("macro_f1", "roc_auc_within", "roc_auc", "pr_auc", "evidence_hit_at_1")
     out = {f"cv_{k}": stat(folds, k) for k in keys}
     out["cv_fold_macro_f1"] = [float(r["macro_f1"]) for r in folds]
     if fresh:
@@ -192,8 +203,9 @@ def _fmt(pair) -> str:
 
 def _print_row(name: str, row: dict) -> None:
     print(
-        f"{name:<30} CV macro-F1 {_fmt(row['cv_macro_f1'])}  within-AUC "
-        f"{_fmt(row['cv_roc_auc_within'])}  hit@1 {_fmt(row['cv_evidence_hit_at_1'])}  "
+        f"{name:<30} CV macro-F1 {_fmt(row['cv_macro_f1'])}  ROC-AUC "
+        f"{_fmt(row['cv_roc_auc'])}  within-AUC {_fmt(row['cv_roc_auc_within'])}  PR-AUC "
+        f"{_fmt(row['cv_pr_auc'])}  hit@1 {_fmt(row['cv_evidence_hit_at_1'])}  "
         f"held-out macro-F1 {_fmt(row.get('heldout_macro_f1', (None, None)))}  "
         f"{row['seconds']:.0f}s",
         flush=True,
@@ -202,13 +214,15 @@ def _print_row(name: str, row: dict) -> None:
 
 def markdown_table(result: dict) -> str:
     lines = [
-        "| design | CV macro-F1 | CV within-criterion ROC-AUC | CV evidence hit@1 | "
-        "held-out-template macro-F1 | held-out within ROC-AUC | wall time |",
-        "|---|---|---|---|---|---|---|",
+        "| design | CV macro-F1 | CV ROC-AUC | CV within-criterion ROC-AUC | CV PR-AUC | "
+        "CV evidence hit@1 | held-out-template macro-F1 | held-out within ROC-AUC | "
+        "wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["rows"].items():
         lines.append(
-            f"| {name} | {_fmt(row['cv_macro_f1'])} | {_fmt(row['cv_roc_auc_within'])} | "
+            f"| {name} | {_fmt(row['cv_macro_f1'])} | {_fmt(row['cv_roc_auc'])} | "
+            f"{_fmt(row['cv_roc_auc_within'])} | {_fmt(row.get('cv_pr_auc', (None, None)))} | "
             f"{_fmt(row['cv_evidence_hit_at_1'])} | "
             f"{_fmt(row.get('heldout_macro_f1', (None, None)))} | "
             f"{_fmt(row.get('heldout_roc_auc_within', (None, None)))} | {row['seconds']:.0f} s |"
@@ -216,7 +230,9 @@ def markdown_table(result: dict) -> str:
     lines.append(
         f"\n{result['folds']} post-grouped folds of {result['data']} (fingerprint "
         f"{result['fingerprint']}), seed {result['seed']}; held-out-template draw of "
-        f"{result['heldout_posts']} posts; {result['machine']}."
+        f"{result['heldout_posts']} posts; {result['machine']}. Every row but the majority "
+        f"class is decided at a Platt + macro-F1 threshold fitted on the same held-out "
+        f"calibration posts of each fold's training posts."
     )
     return "\n".join(lines) + "\n"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nli_tune.baselines import majority_baseline, tfidf_scores
+from nli_tune.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.errors import UserError
-from nli_tune.metrics import classification_metrics, corrected_ttest
+from nli_tune.metrics import corrected_ttest, pair_metrics
 from nli_tune.outputs import read_table
 from nli_tune.report_fidelity import common_epoch, fold_columns, fold_values_at
 from nli_tune.space import SearchSpace, load_space
@@ -111,27 +111,32 @@ def verdict(test: dict, k: int) -> str:
 
 
 def reference_rows(files: SearchFiles) -> pd.DataFrame:
-    """Majority class and TF-IDF + per-criterion logistic regression on the search's folds:
-    macro-F1 per fold (decision at 0.5, as in `train`) and ROC-AUC."""
+    """Majority class and TF-IDF + per-criterion logistic regression on the search's folds.
+    TF-IDF is decided by the trials' rule: fitted on each fold's fitting posts, Platt scaling
+    and the macro-F1 threshold on the fold's held-out calibration posts (the best config's
+    `calibration_split`, the very posts a trial's trainer holds out). Per fold: macro-F1,
+    ROC-AUC, within-criterion ROC-AUC, PR-AUC and the calibration post ids."""
     from nli_tune.data import load_redsm5
 
     data = load_redsm5(files.best.data_dir)
     pairs, texts = data.pairs(), data.texts()
+    runs: dict[str, list[dict]] = {"majority class": [], "TF-IDF + logistic regression": []}
+    for k, val_posts in enumerate(files.folds["folds"]):
+        train_posts = {p for j, f in enumerate(files.folds["folds"]) if j != k for p in f}
+        # Data order, as the trial's UnitData.subset keeps it: the split depends on it.
+        train = pairs[pairs["post_id"].isin(train_posts)].reset_index(drop=True)
+        val = pairs[pairs["post_id"].isin(set(val_posts))].reset_index(drop=True)
+        runs["majority class"].append(majority_baseline(train, val) | {"calib_posts": []})
+        tfidf = calibrated_tfidf(texts, train, val, files.best)
+        m = pair_metrics(val, tfidf.probs, tfidf.calibration.threshold)
+        runs["TF-IDF + logistic regression"].append(m | {"calib_posts": tfidf.calib_posts})
     rows = []
-    for name in ("majority class", "TF-IDF + logistic regression"):
-        f1s, aucs = [], []
-        for k, val_posts in enumerate(files.folds["folds"]):
-            train_posts = {p for j, f in enumerate(files.folds["folds"]) if j != k for p in f}
-            train = pairs[pairs["post_id"].isin(train_posts)].reset_index(drop=True)
-            val = pairs[pairs["post_id"].isin(set(val_posts))].reset_index(drop=True)
-            if name == "majority class":
-                m = majority_baseline(train, val)
-            else:
-                scores = tfidf_scores(texts, train, val, files.best.seed)
-                m = classification_metrics(val["label"].to_numpy(), scores)
-            f1s.append(m["macro_f1"])
-            aucs.append(m["roc_auc"])
-        rows.append({"setup": name, "fold_macro_f1": f1s, "cv_roc_auc": float(np.nanmean(aucs))})
+    for name, folds in runs.items():
+        row = {"setup": name, "fold_macro_f1": [m["macro_f1"] for m in folds]}
+        for key in ("roc_auc", "roc_auc_within", "pr_auc"):
+            row[f"cv_{key}"] = float(np.nanmean([m[key] for m in folds]))
+        row["fold_calib_posts"] = [list(m["calib_posts"]) for m in folds]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -147,6 +147,9 @@ def render(
             f"{scores.mean():.3f} ± {scores.std():.3f}",
             " ".join(_num(v) for v in scores),
             _num(r["cv_roc_auc"]),
+            _num(r["cv_roc_auc_within"]),
+            _num(r["cv_pr_auc"]),
+            " ".join(str(len(c)) for c in r["fold_calib_posts"]),
         ]
         if best_scores is not None:
             t = corrected_ttest(best_scores, scores, 1 / (k - 1))
@@ -186,8 +189,22 @@ def render(
         if test_rows
         else "<p>Only one scored trial: nothing to compare.</p>",
         "<h2>Reference rows on the same folds</h2>",
+        f"<p>TF-IDF is decided by the trials' rule: fitted on each fold's fitting posts, then "
+        f"Platt scaling and the macro-F1 threshold on the same held-out calibration posts a "
+        f"trial's trainer uses (calibration {html.escape(files.best.calibration)}, fraction "
+        f"{files.best.calibration_fraction}, seed {files.best.seed}). The majority class "
+        f"needs no threshold.</p>",
         _table(
-            ["setup", "macro-F1 (mean ± std)", f"{k} folds", "cv ROC-AUC", "best trial minus this"],
+            [
+                "setup",
+                "macro-F1 (mean ± std)",
+                f"{k} folds",
+                "cv ROC-AUC",
+                "cv within-criterion ROC-AUC",
+                "cv PR-AUC",
+                "calibration posts per fold",
+                "best trial minus this",
+            ],
             ref_rows,
             "refs",
         ),
@@ -221,28 +238,35 @@ def render(
     )
 
 
+FINAL_HEADER = [
+    "",
+    "test macro-F1",
+    "95% interval",
+    "ROC-AUC",
+    "within-criterion ROC-AUC",
+    "PR-AUC",
+    "threshold",
+]
+
+
 def final_html(final: dict) -> str:
     t, tf, diff = final["test"], final["tfidf"], final["difference"]
     lo, hi = t["macro_f1_ci95"]
     (tn, fp), (fn, tp) = final["confusion"]
     rows = [
-        ["final model", _num(t["macro_f1"]), f"{lo:.3f}-{hi:.3f}", _num(t["roc_auc"])],
-        [
-            "TF-IDF + logistic regression",
-            _num(tf["macro_f1"]),
-            "{:.3f}-{:.3f}".format(*tf["macro_f1_ci95"]),
-            _num(tf["roc_auc"]),
-        ],
-        ["majority class", _num(final["majority"]["macro_f1"]), "", ""],
+        _final_row("final model", t),
+        _final_row("TF-IDF + logistic regression", tf),
+        _final_row("majority class", final["majority"]),
     ]
     return "\n".join(
         [
             f"<h2>Final model on the {final['test_posts']} held-out test posts</h2>",
             f"<p>From {html.escape(final['path'])}. Intervals: 95% bootstrap over posts.</p>",
-            _table(["", "test macro-F1", "95% interval", "ROC-AUC"], rows, "final"),
+            _table(FINAL_HEADER, rows, "final"),
             f"<p>Model minus TF-IDF: {diff['macro_f1_difference']:+.3f} macro-F1 (95% interval "
             f"{diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f}).</p>",
             f"<p>Decision threshold {final['threshold']:.3f}: {html.escape(final['how'])}.</p>",
+            f"<p>TF-IDF: {html.escape(tf.get('calibration', {}).get('how', '0.5'))}.</p>",
             _table(
                 ["", "decided unmatched", "decided matched"],
                 [["unmatched", str(tn), str(fp)], ["matched", str(fn), str(tp)]],
@@ -250,3 +274,11 @@ def final_html(final: dict) -> str:
             ),
         ]
     )
+
+
+def _final_row(name: str, m: dict) -> list[str]:
+    """One scorer's test numbers; a metrics.json from before every row had them shows —."""
+    ci = m.get("macro_f1_ci95")
+    cells = [name, _num(m["macro_f1"]), "{:.3f}-{:.3f}".format(*ci) if ci else ""]
+    keys = ("roc_auc", "roc_auc_within", "pr_auc", "threshold")
+    return cells + [_num(m[key]) if key in m else "—" for key in keys]

@@ -20,7 +20,9 @@ import sys
 import time
 from dataclasses import asdict
 
-from nli_tune.baselines import majority_baseline, tfidf_scores
+import numpy as np
+
+from nli_tune.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.data import load_redsm5
 from nli_tune.device import add_device_args, select_device
@@ -28,7 +30,7 @@ from nli_tune.encoding import assemble, pair_format, tokenize_units
 from nli_tune.errors import run_cli
 from nli_tune.evidence import build_units
 from nli_tune.folds import split_test
-from nli_tune.metrics import bootstrap_macro_f1, classification_metrics, interval, post_metrics
+from nli_tune.metrics import bootstrap_macro_f1, interval, pair_metrics, post_metrics
 from nli_tune.model import build_model, parameter_counts, save_model
 from nli_tune.outputs import atomic_dir
 from nli_tune.scoring import evidence_table
@@ -150,29 +152,52 @@ def main(argv: list[str] | None = None) -> int:
     scores = calibration.prob(scored.logits).ravel()
     decisions = scores >= calibration.threshold
     labels = test_data.post_labels.ravel()
-    tfidf = tfidf_scores(texts, train_pairs, test_pairs, cfg.seed)
+    # The frame the trainer split into fitting and calibration posts: the same split here.
+    tfidf = calibrated_tfidf(texts, train_data.pairs_frame(), test_pairs, cfg)
     baselines = {
         "majority": majority_baseline(train_pairs, test_pairs),
-        "tfidf_logreg": classification_metrics(labels, tfidf, test_pairs["criterion"].to_numpy()),
+        "tfidf_logreg": pair_metrics(test_pairs, tfidf.probs, tfidf.calibration.threshold)
+        | {"calibration": tfidf.calibration.to_dict() | {"how": tfidf.calibration.describe()}},
     }
-    # The test split is small (a few hundred pairs): give its uncertainty, by post.
+    # The test split is small (a few hundred pairs): give its uncertainty, by post. Every
+    # row sees the same resamples, so the differences are paired.
     boot = bootstrap_macro_f1(
         labels,
-        {"model": decisions, "tfidf": tfidf >= 0.5},
+        {
+            "model": decisions,
+            "tfidf_logreg": tfidf.probs >= tfidf.calibration.threshold,
+            "majority": np.full(len(labels), int(train_pairs["label"].mean() >= 0.5)),
+        },
         test_pairs["post_id"].to_numpy(),
         seed=cfg.seed,
     )
     test_metrics["macro_f1_ci95"] = interval(boot["model"])
-    baselines["tfidf_logreg"]["macro_f1_ci95"] = interval(boot["tfidf"])
-    versus_tfidf = {
-        "macro_f1_difference": test_metrics["macro_f1"] - baselines["tfidf_logreg"]["macro_f1"],
-        "ci95": interval(boot["model"] - boot["tfidf"]),
+    versus = {}
+    for name, row in baselines.items():
+        row["macro_f1_ci95"] = interval(boot[name])
+        versus[name] = {
+            "macro_f1_difference": test_metrics["macro_f1"] - row["macro_f1"],
+            "ci95": interval(boot["model"] - boot[name]),
+        }
+    versus_tfidf = versus["tfidf_logreg"]
+    # Which posts each scorer was fitted and calibrated on, kept so that a reader (and a
+    # test) can check the TF-IDF row was decided on the same posts as the model.
+    calibration_posts = {
+        "model": sorted(map(str, trainer.calib.posts)) if trainer.calib else [],
+        "tfidf_logreg": sorted(map(str, tfidf.calib_posts)),
+    }
+    fitting_posts = {
+        "model": sorted(map(str, trainer.train.posts)),
+        "tfidf_logreg": sorted(map(str, tfidf.fit_posts)),
     }
 
     metrics = {
         "test": test_metrics,
         "baselines": baselines,
         "model_minus_tfidf": versus_tfidf,
+        "model_minus_majority": versus["majority"],
+        "calibration_posts": calibration_posts,
+        "fitting_posts": fitting_posts,
         "calibration": calibration.to_dict() | {"how": calibration.describe()},
         "evidence_location": asdict(report) | {"located": report.located},
         "train_history": trainer.state.history,
@@ -210,14 +235,19 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntest macro-F1 {test_metrics['macro_f1']:.4f}  (95% CI {lo:.3f}-{hi:.3f} over "
         f"{len(test_posts)} test posts; matched F1 {test_metrics['f1_matched']:.3f}, "
         f"ROC-AUC {test_metrics['roc_auc']:.3f}, within criteria "
-        f"{test_metrics['roc_auc_within']:.3f}, evidence hit@1 "
+        f"{test_metrics['roc_auc_within']:.3f}, PR-AUC {test_metrics['pr_auc']:.3f}, "
+        f"evidence hit@1 "
         f"{test_metrics['evidence_hit_at_1']:.3f})"
     )
     print(f"decision: {calibration.describe()}")
+    tf = baselines["tfidf_logreg"]
     print(
         f"baselines on the same split: majority-class macro-F1 "
         f"{baselines['majority']['macro_f1']:.4f}, TF-IDF + logistic regression macro-F1 "
-        f"{baselines['tfidf_logreg']['macro_f1']:.4f}"
+        f"{tf['macro_f1']:.4f} (95% CI {tf['macro_f1_ci95'][0]:.3f}-{tf['macro_f1_ci95'][1]:.3f}"
+        f"; ROC-AUC {tf['roc_auc']:.3f}, within criteria {tf['roc_auc_within']:.3f}, PR-AUC "
+        f"{tf['pr_auc']:.3f}; calibrated like the model on the same "
+        f"{len(calibration_posts['tfidf_logreg'])} posts, threshold {tf['threshold']:.3f})"
     )
     lo, hi = versus_tfidf["ci95"]
     print(

@@ -34,7 +34,7 @@ from nli_tune.aggregate import aggregate
 from nli_tune.calibration import Calibration, fit_calibration
 from nli_tune.config import TrainConfig
 from nli_tune.encoding import UnitData, bucketed_batches, pair_lengths
-from nli_tune.folds import split_test
+from nli_tune.folds import calibration_split
 from nli_tune.metrics import post_metrics
 from nli_tune.scoring import PostScores, forward_pairs, score_posts
 
@@ -121,10 +121,8 @@ class FoldTrainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.last_examples = np.zeros((0, 2), np.int64)  # (unit, criterion) rows, last epoch
         self.train, self.calib = train, None
-        if cfg.calibration == "holdout":
-            fit_posts, calib_posts = split_test(
-                train.pairs_frame(), cfg.calibration_fraction, cfg.seed
-            )
+        fit_posts, calib_posts = calibration_split(train.pairs_frame(), cfg)
+        if calib_posts:
             self.train, self.calib = train.subset(fit_posts), train.subset(calib_posts)
         self.calibration = Calibration()
         self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)

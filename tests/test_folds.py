@@ -67,11 +67,21 @@ def test_deterministic_per_seed_and_exportable(tmp_path):
     assert saved["test"] == list(a.test_posts) and len(saved["folds"]) == 3
 
 
-def test_too_many_folds_is_a_user_error(real_sample):
-    pairs = load_redsm5(real_sample).pairs()
-    with pytest.raises(UserError, match="folds 20: more folds than the"):
-        make_folds(pairs, 20, 0.15, 0)
-    with pytest.raises(UserError, match="folds 1"):
+def test_too_many_folds_is_a_user_error(tmp_path):
+    """On a small synthetic set (no real sample needed): one fold more than there are
+    non-test posts is a one-line user error naming the count; exactly that many works."""
+    from nli_tune import synth
+    from nli_tune.folds import split_test
+
+    synth.write(tmp_path, 20, seed=1, mean_words=20)
+    pairs = load_redsm5(tmp_path).pairs()
+    trainval, test = split_test(pairs, 0.15, 0)
+    assert len(trainval) + len(test) == 20 and test
+    n = len(trainval)
+    with pytest.raises(UserError, match=f"^folds {n + 1}: more folds than the {n} non-test posts$"):
+        make_folds(pairs, n + 1, 0.15, 0)
+    with pytest.raises(UserError, match="^folds 1: need at least 2 folds$"):
         make_folds(pairs, 1, 0.15, 0)
-    plan = make_folds(pairs, 3, 0.15, 0)
-    assert len(plan.test_posts) + len(plan.trainval_posts) == 17
+    plan = make_folds(pairs, n, 0.15, 0)
+    assert sorted(len(f) for f in plan.val_folds) == [1] * n
+    assert set(plan.test_posts) == set(test)

@@ -56,6 +56,25 @@ def test_every_design_and_baseline_is_scored_on_the_same_folds(quality):
     assert result["rows"]["TF-IDF + logistic regression"]["cv_roc_auc_within"][0] > 0.5
 
 
+def test_tfidf_is_calibrated_on_the_designs_calibration_posts(quality):
+    """Fold by fold, TF-IDF's Platt + threshold posts are the ones each design's trainer
+    held out, and every row reports the ranking metrics beside macro-F1."""
+    result, table, _ = quality
+    rows = result["rows"]
+    tfidf = rows["TF-IDF + logistic regression"]["fold_calib_posts"]
+    assert len(tfidf) == 2 and all(tfidf)
+    for name in ("whole post (seed format)", "evidence level (default)"):
+        assert [sorted(c) for c in rows[name]["fold_calib_posts"]] == [sorted(c) for c in tfidf]
+    plan = make_folds(load_redsm5(SAMPLE_DIR).pairs(), 2, 0.15, 13)
+    for k, posts in enumerate(tfidf):
+        train, val = plan.fold(k)
+        assert set(posts) < set(train) and not set(posts) & set(val)
+    for name, row in rows.items():
+        for key in ("cv_roc_auc", "cv_roc_auc_within", "cv_pr_auc"):
+            assert 0 <= row[key][0] <= 1, (name, key)
+    assert "CV PR-AUC" in table and "same held-out calibration posts" in table
+
+
 def test_no_post_text_in_the_quality_outputs(quality):
     result, table, stdout = quality
     blob = json.dumps(result) + table + stdout

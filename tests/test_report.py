@@ -10,15 +10,19 @@ import pytest
 import yaml
 
 from nli_tune import SAMPLE_DIR, SPACES_DIR
-from nli_tune.baselines import tfidf_scores
+from nli_tune.baselines import logit, tfidf_scores
+from nli_tune.calibration import fit_calibration
 from nli_tune.config import TrainConfig
 from nli_tune.data import criterion_keys, load_redsm5
 from nli_tune.folds import make_folds
 from nli_tune.metrics import classification_metrics, corrected_ttest
+from nli_tune.model import build_model
 from nli_tune.report import build_report
-from nli_tune.report_data import load_search, verdict
+from nli_tune.report_data import load_search, reference_rows, verdict
 from nli_tune.report_plots import rebuild_study
+from nli_tune.trainer import FoldTrainer
 from tests.browser import browser_page, free_port, server, shoot
+from tests.helpers import unit_data
 
 # Tune's trial ids are 8 hex digits. Chosen so that pandas, left to guess, would read the
 # whole column as numbers ("17063e69" as 1.7e73, "00812345" as 812345), as it does for a
@@ -119,19 +123,40 @@ def test_best_against_the_next_four_uses_the_corrected_ttest(run_dir):
 
 
 def test_reference_rows_are_computed_on_the_searchs_folds(run_dir):
+    """TF-IDF's row is fitted on fold 0's fitting posts and decided at the Platt + macro-F1
+    threshold of the calibration posts a trial's trainer holds out of fold 0 (taken here
+    from a FoldTrainer, not from the baseline's code)."""
     files = load_search(run_dir)
     data = load_redsm5(SAMPLE_DIR)
     pairs = data.pairs()
-    val_posts = set(files.folds["folds"][0])
-    train = pairs[~pairs["post_id"].isin(val_posts | set(files.folds["test"]))]
-    val = pairs[pairs["post_id"].isin(val_posts)].reset_index(drop=True)
-    scores = tfidf_scores(data.texts(), train.reset_index(drop=True), val, 0)
-    f1 = classification_metrics(val["label"].to_numpy(), scores)["macro_f1"]
+    cfg = TrainConfig.from_dict(files.best.to_dict() | {"model": "tiny-random", "num_layers": None})
+    model, tok = build_model(cfg)
+    units = unit_data(tok, data, cfg)
+    train_posts, val_posts = (
+        files.folds["folds"][1] + files.folds["folds"][2],
+        files.folds["folds"][0],
+    )
+    trainer = FoldTrainer(cfg, model, units.subset(train_posts), units.subset(val_posts))
+    fit, calib = set(trainer.train.posts), set(trainer.calib.posts)
+    assert fit and calib and not fit & calib
+
+    def pick(posts):
+        return pairs[pairs["post_id"].isin(posts)].reset_index(drop=True)
+
+    calib_pairs, val = pick(calib), pick(set(val_posts))
+    raw = tfidf_scores(data.texts(), pick(fit), calib_pairs, 0)
+    cal = fit_calibration(logit(raw), calib_pairs["label"].to_numpy())
+    probs = cal.prob(logit(tfidf_scores(data.texts(), pick(fit), val, 0)))
+    f1 = classification_metrics(val["label"].to_numpy(), probs, None, cal.threshold)["macro_f1"]
     rows = _cells((run_dir / "report.html").read_text(), "refs")
     tfidf = next(r for r in rows if r[0].startswith("TF-IDF"))
     assert tfidf[2].split()[0] == f"{f1:.3f}"
+    assert tfidf[6].split()[0] == str(len(calib))  # calibration posts of fold 0
+    assert sorted(reference_rows(files)["fold_calib_posts"][1][0]) == sorted(calib)
+    assert all(0 <= float(c) <= 1 for c in tfidf[3:6])  # ROC-AUC, within, PR-AUC
     majority = next(r for r in rows if r[0] == "majority class")
     assert float(majority[1].split()[0]) < 0.5
+    assert majority[3] == "0.500"  # a constant score ranks nothing
 
 
 def test_rebuilt_study_matches_the_cv_results(run_dir):
@@ -222,3 +247,35 @@ def test_importance_and_rung_table_compare_trials_at_one_epoch(run_dir):
     rows = _cells(page, "rungs")
     # past epoch 1: BEST, SECOND, T5 (4 epochs) and T3 (2); each gains 0.02 an epoch
     assert ["1", "cv_macro_f1", "+1.00"] == rows[0][:3] and rows[0][4] == "4"
+
+
+def test_final_section_shows_every_rows_ranking_metrics_and_tfidf_rule():
+    from nli_tune.report_page import final_html
+
+    def row(f1, auc, within, pr, threshold):
+        ci = [f1 - 0.1, f1 + 0.1]
+        return {"macro_f1": f1, "macro_f1_ci95": ci, "roc_auc": auc, "roc_auc_within": within} | {
+            "pr_auc": pr,
+            "threshold": threshold,
+        }
+
+    tfidf = row(0.61, 0.81, 0.71, 0.41, 0.37) | {"calibration": {"how": "Platt on 26 posts"}}
+    final = {
+        "path": "/x",
+        "test": row(0.7, 0.9, 0.8, 0.5, 0.42),
+        "tfidf": tfidf,
+        "majority": row(0.45, 0.5, 0.5, 0.1, 0.5),
+        "difference": {"macro_f1_difference": 0.09, "ci95": [-0.01, 0.2]},
+        "confusion": [[10, 2], [3, 4]],
+        "threshold": 0.42,
+        "how": "Platt",
+        "test_posts": 22,
+    }
+    page = f'<table class="refs"><tbody></tbody></table>{final_html(final)}'
+    rows = _cells(page, "final")
+    assert rows[0] == ["final model", "0.700", "0.600-0.800", "0.900", "0.800", "0.500", "0.420"]
+    assert rows[1] == ["TF-IDF + logistic regression", "0.610", "0.510-0.710"] + [
+        "0.810", "0.710", "0.410", "0.370",
+    ]  # fmt: skip
+    assert rows[2][0] == "majority class" and rows[2][3] == "0.500"
+    assert "TF-IDF: Platt on 26 posts." in page

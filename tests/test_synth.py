@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -38,10 +37,11 @@ def positive_pairs(annotations: pd.DataFrame) -> set[tuple[str, str]]:
 
 
 def test_symptoms_are_the_nine_criteria_in_dsm_order():
-    assert synth.SYMPTOMS == (
-        "DEPRESSED_MOOD", "ANHEDONIA", "APPETITE_CHANGE", "SLEEP_ISSUES", "PSYCHOMOTOR",
-        "FATIGUE", "WORTHLESSNESS", "COGNITIVE_ISSUES", "SUICIDAL_THOUGHTS",
-    )  # fmt: skip
+    # Against the criteria file the model is trained on (data/dsm5_criteria.json), not a
+    # copy of the generator's own tuple: a generated label the trainer does not know fails.
+    from nli_tune.data import criterion_keys
+
+    assert synth.SYMPTOMS == criterion_keys()
     assert "SPECIAL_CASE" not in synth.SYMPTOMS
 
 
@@ -82,18 +82,47 @@ def test_real_format_features_present(full):
     assert (both == 2).sum() > 20
 
 
-def test_prevalence_matches_real_redsm5(full):
-    posts, ann = full
+def test_readme_command_reproduces_the_bundled_sample(tmp_path):
+    """The README's synth command (parsed from the README, not retyped) writes the bundled
+    data/sample byte for byte: the sample is what the generator makes."""
+    readme = (SAMPLE_DIR.parent.parent / "README.md").read_text()
+    cmd = re.search(r"python -m nli_tune.data synth --out data/sample (.*)", readme).group(1)
+    args = dict(re.findall(r"--([\w-]+) (\S+)", cmd))
+    synth.write(
+        tmp_path, int(args["posts"]), int(args["seed"]), int(args["mean-words"]),
+        templates=args["templates"],
+    )  # fmt: skip
+    for name in (synth.POSTS_FILE, synth.ANNOTATIONS_FILE):
+        assert (tmp_path / name).read_bytes() == (SAMPLE_DIR / name).read_bytes(), name
+
+
+def _label_rates(posts: pd.DataFrame, ann: pd.DataFrame) -> pd.Series:
+    """Share of posts with at least one status-1 row, per label, and with none."""
     pos = ann[ann.status == 1]
-    counts = pos.groupby("DSM5_symptom").post_id.nunique()
-    for label, target in synth.REAL_COUNTS.items():
-        assert abs(counts[label] - target) <= 0.25 * target, (label, counts[label], target)
-    none = len(posts) - pos.post_id.nunique()
-    assert abs(none - synth.REAL_NONE) <= 0.25 * synth.REAL_NONE
-    rate = len(positive_pairs(ann)) / (len(posts) * len(synth.SYMPTOMS))
-    assert 0.08 < rate < 0.12
+    rates = pos.groupby("DSM5_symptom").post_id.nunique() / len(posts)
+    rates["none"] = 1 - pos.post_id.nunique() / len(posts)
+    return rates
+
+
+def test_prevalence_at_scale_matches_the_bundled_sample(full):
+    """A 1,484-post draw (seed 0) has the label prevalence the committed 150-post sample
+    (seed 7) shows, within 3 binomial standard errors of the difference: the rates are a
+    property of the generator, not of one seed. (ReDSM5's published counts are only quoted
+    in synth.py itself, so they are not an independent yardstick.)"""
+    sample = (
+        pd.read_csv(SAMPLE_DIR / synth.POSTS_FILE),
+        pd.read_csv(SAMPLE_DIR / synth.ANNOTATIONS_FILE),
+    )
+    big, small = _label_rates(*full), _label_rates(*sample)
+    assert set(big.index) == set(small.index) == {*synth.LABELS, "none"}
+    n_big, n_small = len(full[0]), len(sample[0])
+    for label in big.index:
+        p = (big[label] * n_big + small[label] * n_small) / (n_big + n_small)
+        se = np.sqrt(p * (1 - p) * (1 / n_big + 1 / n_small))
+        assert abs(big[label] - small[label]) <= 3 * se, (label, big[label], small[label])
+    posts, ann = full
     # Co-occurrence: several symptoms in one post is common.
-    per_post = pos.groupby("post_id").DSM5_symptom.nunique()
+    per_post = ann[ann.status == 1].groupby("post_id").DSM5_symptom.nunique()
     assert (per_post >= 2).mean() > 0.15
 
 
@@ -174,12 +203,6 @@ def test_edge_arguments():
         synth.generate(-1, seed=1)
     with pytest.raises(ValueError):
         synth.generate(10, seed=1, mean_words=0)
-
-
-def test_fast():
-    start = time.perf_counter()
-    synth.generate(REAL_SCALE, seed=99)
-    assert time.perf_counter() - start < 5
 
 
 def tfidf_baseline_macro_f1(n_posts: int = 600, seed: int = 0, mean_words: int = 80) -> float:

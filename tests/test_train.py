@@ -153,3 +153,76 @@ def test_bad_evidence_keys_are_one_line_errors(tmp_path, yaml_text, message):
     with pytest.raises(UserError) as err:
         TrainConfig.from_file(tmp_path / "cfg.yaml")
     assert str(err.value) == f"{tmp_path / 'cfg.yaml'}: {message}"
+
+
+def _pairs_of(pairs: pd.DataFrame, ids) -> pd.DataFrame:
+    return pairs[pairs["post_id"].isin(set(ids))].reset_index(drop=True)
+
+
+def test_tfidf_is_calibrated_on_the_models_calibration_posts(trained):
+    """The TF-IDF row is decided by the model's rule on the model's posts: the same held-out
+    calibration post ids, the same fitting posts, and its recorded macro-F1 is what
+    `fit_calibration` on those posts gives (not a fixed 0.5)."""
+    import numpy as np
+
+    from nli_tune.baselines import logit, tfidf_scores
+    from nli_tune.calibration import fit_calibration
+    from nli_tune.metrics import classification_metrics
+
+    out, _, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    splits = json.loads((out / "splits.json").read_text())
+    calib, fit = metrics["calibration_posts"], metrics["fitting_posts"]
+    assert calib["model"] and calib["model"] == calib["tfidf_logreg"]
+    assert fit["model"] == fit["tfidf_logreg"]
+    assert len(calib["model"]) == metrics["calibration"]["posts"]
+    assert not set(calib["model"]) & set(fit["model"])
+    assert set(calib["model"]) | set(fit["model"]) == set(map(str, splits["train"]))
+    tf = metrics["baselines"]["tfidf_logreg"]
+    assert tf["calibration"]["method"] == "platt"
+    assert tf["calibration"]["posts"] == len(calib["model"])
+    # Recompute the row from the recorded ids alone.
+    data = load_redsm5(SAMPLE_DIR)
+    pairs, texts = data.pairs(), data.texts()
+    fit_pairs, calib_pairs = _pairs_of(pairs, fit["model"]), _pairs_of(pairs, calib["model"])
+    test_pairs = _pairs_of(pairs, splits["test"])
+    cal = fit_calibration(
+        logit(tfidf_scores(texts, fit_pairs, calib_pairs, 3)), calib_pairs["label"].to_numpy()
+    )
+    assert cal.threshold == pytest.approx(tf["threshold"])
+    probs = cal.prob(logit(tfidf_scores(texts, fit_pairs, test_pairs, 3)))
+    expected = classification_metrics(test_pairs["label"].to_numpy(), probs, None, cal.threshold)
+    for key in ("macro_f1", "roc_auc", "pr_auc"):
+        assert tf[key] == pytest.approx(expected[key]), key
+    assert 0 <= tf["roc_auc_within"] <= 1 and 0 <= metrics["test"]["pr_auc"] <= 1
+    # Every row has its paired bootstrap against the model.
+    for name in ("tfidf_logreg", "majority"):
+        lo, hi = metrics["baselines"][name]["macro_f1_ci95"]
+        assert lo <= metrics["baselines"][name]["macro_f1"] <= hi
+    versus = metrics["model_minus_majority"]
+    gap = metrics["test"]["macro_f1"] - metrics["baselines"]["majority"]["macro_f1"]
+    assert versus["macro_f1_difference"] == pytest.approx(gap)
+    assert np.isfinite(versus["ci95"]).all()
+
+
+def test_calibrated_tfidf_without_holdout_is_the_raw_tfidf_at_one_half():
+    """`calibration: none` holds nothing out: TF-IDF is fitted on every training post and
+    decided at 0.5 on its own probability, as the model would be."""
+    import numpy as np
+
+    from nli_tune.baselines import calibrated_tfidf, tfidf_scores
+    from nli_tune.config import TrainConfig
+
+    data = load_redsm5(SAMPLE_DIR)
+    pairs = data.pairs()
+    train_posts, test_posts = split_test(pairs, 0.15, 3)
+    train = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
+    test = pairs[pairs["post_id"].isin(set(test_posts))].reset_index(drop=True)
+    cfg = TrainConfig.from_dict({"calibration": "none", "seed": 3})
+    got = calibrated_tfidf(data.texts(), train, test, cfg)
+    assert got.calib_posts == [] and got.calibration.threshold == 0.5
+    assert list(got.fit_posts) == list(train_posts)
+    np.testing.assert_allclose(got.probs, tfidf_scores(data.texts(), train, test, 3), atol=1e-9)
+    held = calibrated_tfidf(data.texts(), train, test, TrainConfig.from_dict({"seed": 3}))
+    assert held.calibration.method == "platt" and len(held.calib_posts) > 0
+    assert not set(held.calib_posts) & set(held.fit_posts)

@@ -1,5 +1,4 @@
 import math
-import time
 import unicodedata
 
 import pytest
@@ -139,13 +138,12 @@ def test_bad_max_words_raises():
         sentence_spans("a b", 0)
 
 
-def test_segmentation_stays_linear_on_pathological_input():
-    # No letters at all: every candidate cut is rejected, which must not rescan the text.
+def test_segmentation_partitions_pathological_input():
+    # No letters at all: every candidate cut is rejected and the text must still come back
+    # whole. (How long it takes is the bench's business: `python -m nli_tune.bench`.)
     texts = ["! " * 50_000, "." * 100_000 + " x", " " * 100_000 + "a", "😭 " * 50_000]
-    start = time.perf_counter()
     for text in texts:
         _assert_partition(text, sentence_spans(text))
-    assert time.perf_counter() - start < 2
 
 
 def _sentences(lengths: list[int]) -> list[tuple[int, int]]:
