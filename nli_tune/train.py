@@ -24,7 +24,7 @@ from nli_tune.baselines import majority_baseline, tfidf_scores
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.data import load_redsm5
 from nli_tune.device import add_device_args, select_device
-from nli_tune.encoding import assemble, pair_format, tokenize_units
+from nli_tune.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.errors import run_cli
 from nli_tune.evidence import build_units
 from nli_tune.folds import split_test
@@ -108,15 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tokens = tokenize_units(tokenizer, table)
     print(f"tokenized {len(table)} units in {time.perf_counter() - t0:.1f}s", flush=True)
-    all_units = assemble(
-        table,
-        tokens,
-        fmt,
-        pairs,
-        cfg.max_length,
-        cfg.pair_order,
-        cfg.unit,
-    )
+    all_units = assemble_for(cfg, table, tokens, fmt, pairs)
     train_data, test_data = all_units.subset(train_posts), all_units.subset(test_posts)
     test_pairs = test_data.pairs_frame()  # the order every test array below follows
     texts = data.texts()

@@ -34,6 +34,7 @@ def test_every_design_and_baseline_is_scored_on_the_same_folds(quality):
     result, table, _ = quality
     names = ["majority class", "TF-IDF + logistic regression"]
     names += ["whole post (seed format)", "evidence level (default)"]
+    names += ["evidence level, hypothesis name", "evidence level, multilabel"]
     assert list(result["rows"]) == names
     for name in names:
         row = result["rows"][name]
