@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {cfg.model} (layers {cfg.num_layers or 'all'}, {cfg.attention}, "
         f"pooling {cfg.pooling}, DoRA r={cfg.rank} on {cfg.dora_targets}; unit {cfg.unit}, "
-        f"aggregate {cfg.aggregate})  device {device}",
+        f"aggregate {cfg.aggregate}; pairing {cfg.pairing}, hypothesis {cfg.hypothesis})  "
+        f"device {device}",
         flush=True,
     )
     table, report = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
