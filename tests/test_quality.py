@@ -24,7 +24,7 @@ def quality(tmp_path_factory):
             "--heldout-posts", "30", "--config", str(tmp / "cfg.yaml"),
             "--output", str(tmp / "q.json"),
         ],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((tmp / "q.json").read_text()), (tmp / "q.md").read_text(), r.stdout
