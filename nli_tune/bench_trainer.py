@@ -51,6 +51,8 @@ def compare_with_hf_trainer(
 
     if cfg.evidence_weight != 1:
         raise ValueError(f"evidence_weight {cfg.evidence_weight}: the comparison covers 1 only")
+    if cfg.pairing != "nli":  # LossInForward trains the 2-class head of an nli pair
+        raise ValueError(f"pairing {cfg.pairing!r}: the comparison covers nli only")
     cfg = dataclasses.replace(cfg, calibration="none", patience=0)
     ours = FoldTrainer(cfg, build_model(cfg, tokenizer=False)[0], train, val, device)
     drawn: list[np.ndarray] = []  # the examples each of our epochs trained on, in order

@@ -25,6 +25,8 @@ UNITS = ("post", "sentence", "window")
 AGGREGATES = ("max", "lse", "topk", "attention")
 DORA_TARGETS = ("attention", "attention_mlp")
 CALIBRATIONS = ("holdout", "none")
+HYPOTHESES = ("description", "name")
+PAIRINGS = ("nli", "multilabel")
 # Keys a config file may carry besides the training keys: the search's export writes its
 # results there, and `train` must consume that file unchanged.
 METADATA_KEYS = ("search",)
@@ -45,6 +47,8 @@ class TrainConfig:
     head_dropout: float = 0.1  # dropout before the linear head (adapters use none: it costs +33%)
     max_length: int = 128  # tokens per (unit, criterion) pair; longer units are split, posts cut
     pair_order: str = "criterion_first"  # criterion_first | post_first: which text leads the pair
+    hypothesis: str = "description"  # NLI hypothesis: description (~20 tokens) | name (2-4)
+    pairing: str = "nli"  # nli: pass per (unit, criterion) | multilabel: pass per unit -> 9 logits
     # --- evidence level: the premise is a unit of the post, scores aggregate to the post ---
     unit: str = "sentence"  # post (whole post, truncated: the ablation) | sentence | window
     window_sentences: int = 3  # unit: window: consecutive sentences per window
@@ -66,7 +70,7 @@ class TrainConfig:
     neg_ratio: float | None = 3.0  # negatives drawn per positive example each epoch; null = all
     grad_checkpointing: bool = False  # trade compute for memory in the backbone
     precision: str = "auto"  # auto (bf16 on CUDA / bf16-capable CPUs, else fp32) | bf16 | fp32
-    eval_batch_size: int = 32  # pairs per forward pass when scoring
+    eval_batch_size: int = 32  # pairs (multilabel: units) per forward pass when scoring
     # --- data ---
     data_dir: str | None = None  # ReDSM5 directory; null = the bundled synthetic sample
     test_fraction: float = 0.15  # share of posts held out for the final test, never searched
@@ -95,6 +99,8 @@ class TrainConfig:
             ("aggregate", AGGREGATES),
             ("dora_targets", DORA_TARGETS),
             ("calibration", CALIBRATIONS),
+            ("hypothesis", HYPOTHESES),
+            ("pairing", PAIRINGS),
         ):
             need(getattr(self, key) in allowed, key, f"must be one of {', '.join(allowed)}")
         need(

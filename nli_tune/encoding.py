@@ -1,10 +1,14 @@
 """(unit, criterion) pair tokens and length-bucketed, dynamically padded batches.
 
-A pair is `[bos] criterion-description [sep] unit [eos]` (`criterion_first`, the default) or
-`[bos] unit [sep] criterion-description [eos]` (`post_first`, NLI's premise then
-hypothesis). A unit is a sentence, a window of sentences or the whole post (see
-evidence.py). Each unit is tokenized once, with its tokens' character offsets, and paired
-with the 9 criteria only when a batch is built. A unit too long for `max_length` is split
+A pair is `[bos] hypothesis [sep] unit [eos]` (`criterion_first`, the default) or
+`[bos] unit [sep] hypothesis [eos]` (`post_first`, NLI's premise then hypothesis); the
+hypothesis is the criterion's description or its short name (`hypothesis`). With
+`pairing: multilabel` there is no hypothesis: the model reads `[bos] unit [eos]` once and
+gives all 9 criteria's logits, so a "pair" is the unit alone whatever its criterion.
+
+A unit is a sentence, a window of sentences or the whole post (see evidence.py). Each unit
+is tokenized once, with its tokens' character offsets, and paired with the 9 criteria only
+when a batch is built. A unit too long for `max_length` is split
 into consecutive token windows, so nothing is truncated away; only the whole-post ablation
 is cut (its end), as the seed design did. Padding goes on the right (Gemma's tokenizer pads
 left).
@@ -18,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nli_tune.config import PAIR_ORDERS
+from nli_tune.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
 from nli_tune.data import criteria, criterion_keys
 from nli_tune.errors import UserError
 from nli_tune.evidence import UnitTable
@@ -33,25 +37,44 @@ class PairFormat:
     """Token ids of the criteria and separators: a pair is head(c) + unit + tail(c)."""
 
     criteria: tuple[tuple[int, ...], ...]  # ids of each criterion description, DSM order
+    names: tuple[tuple[int, ...], ...]  # ids of each criterion's short name, DSM order
     bos: tuple[int, ...]
     sep: tuple[int, ...]  # criterion_first: between criterion and unit
     sep_post_first: tuple[int, ...]  # post_first: between unit and criterion
     eos: tuple[int, ...]
     pad: int  # pad token id: workers collate with it without loading a tokenizer
 
-    def head_tail(self, c: int, order: str) -> tuple[list[int], list[int]]:
-        if order == "criterion_first":
-            return [*self.bos, *self.criteria[c], *self.sep], [*self.eos]
-        return [*self.bos], [*self.sep_post_first, *self.criteria[c], *self.eos]
+    def hypothesis(self, c: int, kind: str) -> tuple[int, ...]:
+        """Criterion c's hypothesis ids: its description or its name. Both travel in one
+        format, so the search's trials can each pick their own."""
+        if kind not in HYPOTHESES:
+            raise ValueError(f"unknown hypothesis {kind!r}")
+        return (self.criteria if kind == "description" else self.names)[c]
 
-    def overhead(self, order: str) -> np.ndarray:
+    def head_tail(
+        self, c: int, order: str, hypothesis: str = "description", pairing: str = "nli"
+    ) -> tuple[list[int], list[int]]:
+        if pairing == "multilabel":  # the unit alone: one pass scores every criterion
+            return [*self.bos], [*self.eos]
+        h = self.hypothesis(c, hypothesis)
+        if order == "criterion_first":
+            return [*self.bos, *h, *self.sep], [*self.eos]
+        return [*self.bos], [*self.sep_post_first, *h, *self.eos]
+
+    def overhead(
+        self, order: str, hypothesis: str = "description", pairing: str = "nli"
+    ) -> np.ndarray:
         """Tokens a pair adds around its unit, per criterion."""
-        return np.array([sum(map(len, self.head_tail(c, order))) for c in range(9)])
+        return np.array(
+            [sum(map(len, self.head_tail(c, order, hypothesis, pairing))) for c in range(9)]
+        )
 
     def min_length(self) -> int:
-        """Shortest max_length that fits every criterion plus 8 unit tokens (either order)."""
+        """Shortest max_length that fits every criterion plus 8 unit tokens, in either order
+        and with either hypothesis (a search may sample any of them)."""
         sep = max(len(self.sep), len(self.sep_post_first))
-        return len(self.bos) + sep + max(map(len, self.criteria)) + len(self.eos) + 8
+        longest = max(map(len, self.criteria + self.names))
+        return len(self.bos) + sep + longest + len(self.eos) + 8
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,7 @@ def pair_format(tokenizer) -> PairFormat:
 
     return PairFormat(
         criteria=tuple(ids(c.description) for c in criteria()),
+        names=tuple(ids(c.name) for c in criteria()),
         bos=(tokenizer.bos_token_id,) if tokenizer.bos_token_id is not None else (),
         sep=ids(SEPARATOR),
         sep_post_first=ids(POST_FIRST_SEPARATOR),
@@ -106,9 +130,19 @@ class UnitData:
     fmt: PairFormat
     order: str  # criterion_first | post_first
     unit: str  # post | sentence | window
+    hypothesis: str = "description"  # description | name: the criterion text in a pair
+    pairing: str = "nli"  # nli | multilabel: a pass per (unit, criterion) or per unit
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def head_tail(self, c: int) -> tuple[list[int], list[int]]:
+        """Tokens around a unit in its pair with criterion c."""
+        return self.fmt.head_tail(c, self.order, self.hypothesis, self.pairing)
+
+    def overhead(self) -> np.ndarray:
+        """Tokens a pair adds around its unit, per criterion."""
+        return self.fmt.overhead(self.order, self.hypothesis, self.pairing)
 
     @property
     def external(self) -> np.ndarray:
@@ -156,9 +190,12 @@ def assemble(
     max_length: int,
     order: str,
     unit: str,
+    hypothesis: str = "description",
+    pairing: str = "nli",
 ) -> UnitData:
-    """Units ready for pairing: a unit longer than max_length allows is split into token
-    windows (the whole-post ablation is cut instead); posts and labels come from `pairs`."""
+    """Units ready for pairing: a unit longer than max_length allows (after its hypothesis,
+    if any) is split into token windows (the whole-post ablation is cut instead); posts and
+    labels come from `pairs`."""
     if max_length < fmt.min_length():
         raise UserError(
             f"max_length {max_length}: too short; the longest criterion and separators need "
@@ -166,7 +203,9 @@ def assemble(
         )
     if order not in PAIR_ORDERS:
         raise ValueError(f"unknown pair order {order!r}")
-    budget = max_length - int(fmt.overhead(order).max())
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown pairing {pairing!r}")
+    budget = max_length - int(fmt.overhead(order, hypothesis, pairing).max())
     posts = np.asarray(list(dict.fromkeys(pairs["post_id"])), dtype=object)
     row = {p: i for i, p in enumerate(posts)}
     labels = np.zeros((len(posts), 9), np.int64)
@@ -205,17 +244,27 @@ def assemble(
         fmt=fmt,
         order=order,
         unit=unit,
+        hypothesis=hypothesis,
+        pairing=pairing,
     )
 
 
 def encode_units(tokenizer, data, cfg) -> UnitData:
-    """A ReDSM5 set's units under `cfg` (unit kind, windows, max_length, pair order), ready
-    for the trainer: segment, locate evidence, tokenize, assemble."""
+    """A ReDSM5 set's units under `cfg` (unit kind, windows, max_length, pair order,
+    hypothesis, pairing), ready for the trainer: segment, locate evidence, tokenize, assemble."""
     from nli_tune.evidence import build_units
 
     table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
     tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)
-    return assemble(table, tokens, fmt, data.pairs(), cfg.max_length, cfg.pair_order, cfg.unit)
+    return assemble_for(cfg, table, tokens, fmt, data.pairs())
+
+
+def assemble_for(cfg, table: UnitTable, tokens: UnitTokens, fmt: PairFormat, pairs) -> UnitData:
+    """`assemble` with every pairing setting taken from the training config `cfg`."""
+    return assemble(
+        table, tokens, fmt, pairs, cfg.max_length, cfg.pair_order, cfg.unit,
+        cfg.hypothesis, cfg.pairing,
+    )  # fmt: skip
 
 
 def bucketed_batches(
@@ -243,14 +292,14 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def pair_lengths(data: UnitData, units: np.ndarray, crits: np.ndarray) -> np.ndarray:
-    return data.lengths[units] + data.fmt.overhead(data.order)[crits]
+    return data.lengths[units] + data.overhead()[crits]
 
 
 def collate(data: UnitData, units: np.ndarray, crits: np.ndarray) -> dict[str, torch.Tensor]:
     """Right-pad the (unit, criterion) pairs of a batch to their own longest pair."""
     seqs, unit_at = [], []
     for u, c in zip(units, crits, strict=True):
-        head, tail = data.fmt.head_tail(int(c), data.order)
+        head, tail = data.head_tail(int(c))
         seqs.append(head + data.ids[u].tolist() + tail)
         unit_at.append((len(head), len(head) + len(data.ids[u])))
     width = max(map(len, seqs))

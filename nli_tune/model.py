@@ -3,9 +3,12 @@
 A pair is (unit, criterion); the pooler reduces the unit's tokens, read by the bidirectional
 backbone in the context of the criterion, to one vector (cls: the pair's first token). Besides the
 2-way head, a zero-initialised scorer gives each pair an attention score, used only by the
-attention-MIL aggregate (see aggregate.py). DoRA comes from peft (use_dora=True on the
-`dora_targets` projections); adapters get no dropout (peft would then
-recompute the base matmul, +33% time), so regularising dropout sits before the head.
+attention-MIL aggregate (see aggregate.py). With `pairing: multilabel` the backbone reads the
+unit alone and the head gives 9 logits, one per criterion (and the scorer 9 attention
+scores); scoring.py turns either head's output into one logit per (unit, criterion).
+DoRA comes from peft (use_dora=True on the `dora_targets` projections); adapters get no
+dropout (peft would then recompute the base matmul, +33% time), so regularising dropout
+sits before the head.
 Saved as safetensors only: peft's adapter files, the pooler+head tensors, and config.yaml.
 """
 
@@ -65,30 +68,35 @@ class Pooler(nn.Module):
 
 
 class PairClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, hidden: int, pooling: str, dropout: float):
+    def __init__(
+        self, backbone: nn.Module, hidden: int, pooling: str, dropout: float, pairing: str = "nli"
+    ):
         super().__init__()
         self.backbone = backbone
+        self.pairing = pairing
+        # nli: (unmatched, matched) logits of one pair; multilabel: one logit per criterion.
+        outputs = 9 if pairing == "multilabel" else 2
         self.pooler = Pooler(pooling, hidden)
         # Gemma's hidden states have norms in the hundreds: normalise before the head so one
         # learning rate suits adapters and head alike.
         self.norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, 2)
+        self.head = nn.Linear(hidden, outputs)
         # Zero head: every pair starts at P(matched) = 0.5, independent of the init seed.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         # Attention-MIL scorer: zero init, so attention starts as a softmax over unit logits.
-        self.attend = nn.Linear(hidden, 1)
+        self.attend = nn.Linear(hidden, 9 if pairing == "multilabel" else 1)
         nn.init.zeros_(self.attend.weight)
         nn.init.zeros_(self.attend.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Class logits [B, 2] (unmatched, matched) per pair."""
+        """Class logits [B, 2] (unmatched, matched) per pair; multilabel: [B, 9] per unit."""
         return self.score(input_ids, attention_mask)[0]
 
     def score(self, input_ids, attention_mask, pool_mask=None):
-        """(class logits [B, 2], attention score [B]) per pair. `pool_mask` (default: every
-        token) picks the tokens the pooler reduces."""
+        """(class logits [B, 2], attention score [B]) per pair; multilabel: ([B, 9], [B, 9])
+        per unit. `pool_mask` (default: every token) picks the tokens the pooler reduces."""
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pool_mask = attention_mask if pool_mask is None else pool_mask
         pooled = self.pooler(states, pool_mask).float()
@@ -96,7 +104,10 @@ class PairClassifier(nn.Module):
         # tie many posts' scores, and calibration then cannot place a threshold between them.
         with torch.autocast(states.device.type, enabled=False):
             pooled = self.norm(pooled)
-            return self.head(self.dropout(pooled)), self.attend(pooled).squeeze(-1)
+            attention = self.attend(pooled)
+            if self.pairing != "multilabel":
+                attention = attention.squeeze(-1)
+            return self.head(self.dropout(pooled)), attention
 
     @contextmanager
     def merged(self) -> Iterator[None]:
@@ -168,7 +179,8 @@ def wrap_backbone(
             backbone = get_peft_model(backbone, lora)
         else:
             backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
-    return PairClassifier(backbone, backbone.config.hidden_size, cfg.pooling, cfg.head_dropout)
+    hidden = backbone.config.hidden_size
+    return PairClassifier(backbone, hidden, cfg.pooling, cfg.head_dropout, cfg.pairing)
 
 
 @contextmanager

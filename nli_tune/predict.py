@@ -26,7 +26,7 @@ import pandas as pd
 from nli_tune.calibration import Calibration
 from nli_tune.data import ReDSM5, read_posts
 from nli_tune.device import add_device_args, select_device
-from nli_tune.encoding import assemble, pair_format, tokenize_units
+from nli_tune.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.errors import UserError, run_cli
 from nli_tune.evidence import build_units
 from nli_tune.model import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE, load_model
@@ -97,7 +97,7 @@ def predict(
     )
     table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
     tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)
-    units = assemble(table, tokens, fmt, data.pairs(), cfg.max_length, cfg.pair_order, cfg.unit)
+    units = assemble_for(cfg, table, tokens, fmt, data.pairs())
     scored = score_posts(model, units, cfg.aggregate, cfg.topk, cfg.eval_batch_size, device, amp)
     probs = calibration.prob(scored.logits)
     table = evidence_table(units, scored, probs, probs >= calibration.threshold)

@@ -23,7 +23,7 @@ from nli_tune.report_fidelity import common_epoch, fold_columns, fold_values_at
 from nli_tune.space import SearchSpace, load_space
 
 TOP = 5  # the best trial is compared with each other trial of the top TOP
-ABLATION_KEYS = ("unit", "attention")  # searched design switches shown side by side
+ABLATION_KEYS = ("unit", "attention", "pairing", "hypothesis")  # design switches side by side
 
 
 @dataclass

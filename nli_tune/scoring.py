@@ -1,5 +1,10 @@
 """Scoring posts: every unit x the 9 criteria through the model, aggregated to the post.
 
+Whatever the pairing, the model's output becomes one logit per (unit, criterion): `nli`
+runs a pass per pair (logit = matched - unmatched class logit), `multilabel` a pass per
+unit whose head gives all 9 criteria's logits at once. Aggregation, calibration and the
+evidence table see only these unit logits.
+
 Shared by the fold trainer (validation and calibration posts each epoch), `train` (the test
 posts) and `predict` (new posts). The table it returns names each (post, criterion)'s
 evidence unit by its number in the post and its character span, never by its text.
@@ -30,15 +35,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def forward_pairs(
-    model: nn.Module,
-    data: UnitData,
-    units: np.ndarray,
-    crits: np.ndarray,
-    device: torch.device,
-    amp: torch.dtype | None,
-):
-    """(unit logit = matched - unmatched class logit, attention score, real tokens)."""
+def _run(model: nn.Module, data: UnitData, units, crits, device, amp):
+    """(head output, attention, real tokens) of one padded batch of pairs."""
+    pairing = getattr(model, "pairing", "nli")
+    if pairing != data.pairing:
+        raise ValueError(f"model pairing {pairing!r} but units assembled for {data.pairing!r}")
     batch = {k: v.to(device) for k, v in collate(data, units, crits).items()}
     with autocast(device, amp):
         # The pooler reduces the unit's tokens (read in the criterion's context), not the
@@ -47,6 +48,48 @@ def forward_pairs(
             batch["input_ids"], batch["attention_mask"], batch["unit_mask"]
         )
     return logits.float(), attention.float(), int(batch["attention_mask"].sum())
+
+
+def forward_units(model, data: UnitData, units: np.ndarray, device, amp):
+    """multilabel: (logits [U, 9], attention [U, 9], real tokens), one pass per unit."""
+    return _run(model, data, units, np.zeros(len(units), np.int64), device, amp)
+
+
+def forward_pairs(
+    model: nn.Module,
+    data: UnitData,
+    units: np.ndarray,
+    crits: np.ndarray,
+    device: torch.device,
+    amp: torch.dtype | None,
+):
+    """(unit logit [B], attention score [B], real tokens) of each (unit, criterion) pair.
+    multilabel runs each distinct unit once and picks its criterion's logit."""
+    if data.pairing == "multilabel":
+        distinct, row = np.unique(units, return_inverse=True)
+        logits, attention, tokens = forward_units(model, data, distinct, device, amp)
+        at = (torch.from_numpy(row).to(logits.device), torch.from_numpy(crits).to(logits.device))
+        return logits[at], attention[at], tokens
+    logits, attention, tokens = _run(model, data, units, crits, device, amp)
+    return logits[:, 1] - logits[:, 0], attention, tokens
+
+
+def _unit_logits(model, data, units, batch_size, device, amp):
+    """(logit, attention) [len(units) * 9], unit-major: every unit x the 9 criteria."""
+    logit = torch.zeros(len(units), 9)
+    attention = torch.zeros(len(units), 9)
+    if data.pairing == "multilabel":  # a pass per unit: batch_size units per forward
+        for idx in sorted_batches(data.lengths[units], batch_size):
+            out, att, _ = forward_units(model, data, units[idx], device, amp)
+            logit[idx], attention[idx] = out.cpu(), att.cpu()
+        return logit.reshape(-1), attention.reshape(-1)
+    logit, attention = logit.reshape(-1), attention.reshape(-1)
+    pair_units, pair_crits = np.repeat(units, 9), np.tile(np.arange(9), len(units))
+    lengths = pair_lengths(data, pair_units, pair_crits)
+    for idx in sorted_batches(lengths, batch_size):
+        out, att, _ = forward_pairs(model, data, pair_units[idx], pair_crits[idx], device, amp)
+        logit[idx], attention[idx] = out.cpu(), att.cpu()
+    return logit, attention
 
 
 @torch.no_grad()
@@ -65,14 +108,8 @@ def score_posts(
     model.eval()
     units = np.flatnonzero(~data.external)
     pair_units, pair_crits = np.repeat(units, 9), np.tile(np.arange(9), len(units))
-    logit = torch.zeros(len(pair_units))
-    attention = torch.zeros(len(pair_units))
-    lengths = pair_lengths(data, pair_units, pair_crits)
     with model.merged():
-        for idx in sorted_batches(lengths, batch_size):
-            out, att, _ = forward_pairs(model, data, pair_units[idx], pair_crits[idx], device, amp)
-            logit[idx] = (out[:, 1] - out[:, 0]).cpu()
-            attention[idx] = att.cpu()
+        logit, attention = _unit_logits(model, data, units, batch_size, device, amp)
     bags = torch.from_numpy(data.post_index[pair_units] * 9 + pair_crits)
     n_bags = len(data.posts) * 9
     post_logit = aggregate(how, logit, bags, n_bags, attention, topk)

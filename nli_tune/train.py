@@ -26,7 +26,7 @@ from nli_tune.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.config import TrainConfig, read_mapping
 from nli_tune.data import load_redsm5
 from nli_tune.device import add_device_args, select_device
-from nli_tune.encoding import assemble, pair_format, tokenize_units
+from nli_tune.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.errors import run_cli
 from nli_tune.evidence import build_units
 from nli_tune.folds import split_test
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {cfg.model} (layers {cfg.num_layers or 'all'}, {cfg.attention}, "
         f"pooling {cfg.pooling}, DoRA r={cfg.rank} on {cfg.dora_targets}; unit {cfg.unit}, "
-        f"aggregate {cfg.aggregate})  device {device}",
+        f"aggregate {cfg.aggregate}; pairing {cfg.pairing}, hypothesis {cfg.hypothesis})  "
+        f"device {device}",
         flush=True,
     )
     table, report = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
@@ -110,15 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tokens = tokenize_units(tokenizer, table)
     print(f"tokenized {len(table)} units in {time.perf_counter() - t0:.1f}s", flush=True)
-    all_units = assemble(
-        table,
-        tokens,
-        fmt,
-        pairs,
-        cfg.max_length,
-        cfg.pair_order,
-        cfg.unit,
-    )
+    all_units = assemble_for(cfg, table, tokens, fmt, pairs)
     train_data, test_data = all_units.subset(train_posts), all_units.subset(test_posts)
     test_pairs = test_data.pairs_frame()  # the order every test array below follows
     texts = data.texts()

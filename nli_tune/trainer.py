@@ -66,6 +66,13 @@ def class_weighted_loss(
     return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
 
 
+def two_class(logit: torch.Tensor) -> torch.Tensor:
+    """Unit logits [B] as (unmatched, matched) class logits [B, 2]: softmax over (0, d) is
+    sigmoid(d), so the class-weighted cross-entropy is a class-weighted binary
+    cross-entropy on the unit logit, for an nli pair and a multilabel criterion alike."""
+    return torch.stack([torch.zeros_like(logit), logit], dim=1)
+
+
 def cpu_has_bf16() -> bool:
     """True on CPUs with native bf16 math (AVX512-BF16 / AMX), where bf16 autocast pays off."""
     try:
@@ -204,9 +211,9 @@ class FoldTrainer:
     def evidence_step(self, examples: np.ndarray) -> tuple[float, int]:
         """Loss (unscaled) and real tokens of one batch of (unit, criterion) examples."""
         units, crits = examples[:, 0], examples[:, 1]
-        logits, _, tokens = self._forward(self.train, units, crits)
+        logit, _, tokens = self._forward(self.train, units, crits)
         labels = torch.from_numpy(self.train.evidence[units, crits].astype(np.int64))
-        loss = self.loss_fn(logits, labels.to(self.device))
+        loss = self.loss_fn(two_class(logit), labels.to(self.device))
         (loss * self.cfg.evidence_weight / self.cfg.grad_accum).backward()
         return loss.item(), tokens
 
@@ -220,15 +227,15 @@ class FoldTrainer:
                 units = np.flatnonzero((data.post_index == post) & scored)
                 if len(units) > MIL_UNITS:
                     logit, _, _ = self._forward(data, units, np.full(len(units), crit))
-                    best = torch.topk(logit[:, 1] - logit[:, 0], MIL_UNITS).indices.cpu().numpy()
+                    best = torch.topk(logit, MIL_UNITS).indices.cpu().numpy()
                     units = units[np.sort(best)]
                 chosen += list(units)
                 bag_of += [b] * len(units)
         units, crits = np.asarray(chosen), bags[np.asarray(bag_of), 1]
-        logits, attention, tokens = self._forward(data, units, crits)
+        logit, attention, tokens = self._forward(data, units, crits)
         bag_logit = aggregate(
             self.cfg.aggregate,
-            logits[:, 1] - logits[:, 0],
+            logit,
             torch.as_tensor(bag_of, device=self.device),
             len(bags),
             attention,

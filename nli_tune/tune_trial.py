@@ -204,7 +204,7 @@ def fold_worker(loop_config: dict) -> None:
     import torch
 
     from nli_tune.config import TrainConfig
-    from nli_tune.encoding import assemble
+    from nli_tune.encoding import assemble_for
     from nli_tune.model import build_model
     from nli_tune.trainer import FoldTrainer
 
@@ -217,9 +217,7 @@ def fold_worker(loop_config: dict) -> None:
     cfg = TrainConfig.from_dict(loop_config["train_config"])
     model, _ = build_model(cfg, tokenizer=False)  # the driver tokenized everything
     table, tokens = shared["units"][cfg.unit]
-    data = assemble(
-        table, tokens, shared["format"], shared["pairs"], cfg.max_length, cfg.pair_order, cfg.unit
-    )
+    data = assemble_for(cfg, table, tokens, shared["format"], shared["pairs"])
     train_posts, val_posts = shared["plan"].fold(k)
     _maybe_inject_error(loop_config["train_config"], k)
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")

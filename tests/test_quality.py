@@ -24,7 +24,7 @@ def quality(tmp_path_factory):
             "--heldout-posts", "30", "--config", str(tmp / "cfg.yaml"),
             "--output", str(tmp / "q.json"),
         ],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((tmp / "q.json").read_text()), (tmp / "q.md").read_text(), r.stdout
@@ -34,6 +34,7 @@ def test_every_design_and_baseline_is_scored_on_the_same_folds(quality):
     result, table, _ = quality
     names = ["majority class", "TF-IDF + logistic regression"]
     names += ["whole post (seed format)", "evidence level (default)"]
+    names += ["evidence level, hypothesis name", "evidence level, multilabel"]
     assert list(result["rows"]) == names
     for name in names:
         row = result["rows"][name]

@@ -41,7 +41,14 @@ def test_full_space_covers_the_wide_search():
         "head_dropout",
         "max_length",
         "attention",
+        "hypothesis",
+        "pairing",
     } <= set(space.params)
+    # the cheaper units are searched side by side with the defaults
+    assert space.params["pairing"]["choice"] == ["nli", "multilabel"]
+    assert space.params["hypothesis"]["choice"] == ["description", "name"]
+    for pairing in ("nli", "multilabel"):
+        assert space.trial_config({"pairing": pairing, "hypothesis": "name"}).pairing == pairing
 
 
 BASE = "name: t\nnum_samples: 2\nfolds: 2\nparams:\n  lr: {loguniform: [1.0e-4, 1.0e-3]}\n"
