@@ -13,28 +13,46 @@ from nli_tune.data import load_redsm5
 from nli_tune.folds import make_folds
 
 
-@pytest.fixture(scope="module")
-def quality(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("quality")
+def _quality(tmp, *only: str):
+    """(JSON, Markdown table, stdout) of a tiny-random quality run of the rows `only`."""
     cfg = {"model": "tiny-random", "num_layers": None, "max_length": 96, "epochs": 1}
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     r = subprocess.run(
         [
             sys.executable, "-m", "nli_tune.bench", "quality", "--folds", "2",
             "--heldout-posts", "30", "--config", str(tmp / "cfg.yaml"),
-            "--output", str(tmp / "q.json"),
+            "--output", str(tmp / "q.json"), *(a for row in only for a in ("--only", row)),
         ],
-        capture_output=True, text=True, timeout=1800,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((tmp / "q.json").read_text()), (tmp / "q.md").read_text(), r.stdout
+
+
+@pytest.fixture(scope="module")
+def quality(tmp_path_factory):
+    return _quality(tmp_path_factory.mktemp("quality"), "baselines", "post", "evidence")
+
+
+def test_cheaper_unit_rows_have_scores_and_wall_time(tmp_path):
+    """The two cheaper units run as their own rows (a separate run: each row trains and
+    scores every fold, too long for one subprocess on 2 shared cores)."""
+    result, table, stdout = _quality(tmp_path, "name", "multilabel")
+    names = ["evidence level, hypothesis name", "evidence level, multilabel"]
+    assert list(result["rows"]) == names
+    for name in names:
+        row = result["rows"][name]
+        assert len(row["cv_fold_macro_f1"]) == 2 and row["heldout_macro_f1"][0] is not None
+        assert 0 <= row["cv_evidence_hit_at_1"][0] <= 1
+        assert row["seconds"] > 0 and f"| {row['seconds']:.0f} s |" in table
+        assert f"| {name} |" in table
+    _assert_no_post_text(json.dumps(result) + table + stdout)
 
 
 def test_every_design_and_baseline_is_scored_on_the_same_folds(quality):
     result, table, _ = quality
     names = ["majority class", "TF-IDF + logistic regression"]
     names += ["whole post (seed format)", "evidence level (default)"]
-    names += ["evidence level, hypothesis name", "evidence level, multilabel"]
     assert list(result["rows"]) == names
     for name in names:
         row = result["rows"][name]
@@ -78,7 +96,10 @@ def test_tfidf_is_calibrated_on_the_designs_calibration_posts(quality):
 
 def test_no_post_text_in_the_quality_outputs(quality):
     result, table, stdout = quality
-    blob = json.dumps(result) + table + stdout
+    _assert_no_post_text(json.dumps(result) + table + stdout)
+
+
+def _assert_no_post_text(blob: str) -> None:
     for text in load_redsm5(SAMPLE_DIR).posts["text"]:
         for sentence in text.split(". "):
             if len(sentence) >= 25:
