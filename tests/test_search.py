@@ -378,7 +378,7 @@ def _learner_then_loser(tmp: Path, name: str, num_samples: int, epochs: int) -> 
         num_samples=num_samples,
         points_to_evaluate=[{"lr": 5.0e-3, "pooling": "mean"}, {"lr": 1.0e-12, "pooling": "mean"}],
         asha={"grace_period": 1, "reduction_factor": 2},
-        fixed=SMOKE["fixed"] | {"epochs": epochs},
+        fixed=SMOKE["fixed"] | {"epochs": epochs, "patience": 0},  # no fold stops on its own
         # The loser's constant scores tie (ROC-AUC 0.5) with a random tiny model's; its
         # all-"matched" macro-F1 (~0.09) sets it apart.
         metric="cv_macro_f1",
@@ -399,8 +399,11 @@ def _placement_groups() -> dict[str, tuple[str, int]]:
         ray.shutdown()
 
 
-def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
-    space = _learner_then_loser(tmp_path, "asha", num_samples=2, epochs=3)
+def test_asha_stops_the_trial_built_to_lose_and_folds_score_only_at_rungs(tmp_path, ray_address):
+    """5 epochs, ASHA grace 1 and factor 2: Ray's rungs are epochs 1, 2 and 4. The loser is
+    cut at epoch 1; the learner's workers score (and Tune, MLflow and epochs.csv see) epochs
+    1, 2, 4 and 5 only, though epoch 3 trains (its compute arrives with epoch 4)."""
+    space = _learner_then_loser(tmp_path, "asha", num_samples=2, epochs=5)
     before = _placement_groups()
     _search(tmp_path, space, ray_address)
     made = [v for k, v in _placement_groups().items() if k not in before]
@@ -409,38 +412,21 @@ def test_asha_stops_the_trial_built_to_lose(tmp_path, ray_address):
     # which Ray can keep reserved after the search ended (seen: later searches starved).
     assert {state for state, _ in made} == {"REMOVED"}, made
     assert sum(bundles == 2 for _, bundles in made) == 2, made
-    table = read_table(tmp_path / "outputs" / "asha" / "cv_results.csv")
+    run_dir = tmp_path / "outputs" / "asha"
+    table = read_table(run_dir / "cv_results.csv")
     bad = table[table["lr"] < 1e-9].iloc[0]
     good = table[table["lr"] > 1e-9].iloc[0]
-    assert good["status"] == "completed" and good["epochs"] == 3
+    assert good["status"] == "completed" and good["epochs"] == 5
     assert bad["status"] == "stopped early" and bad["epochs"] == 1
     assert bad["cv_macro_f1"] < 0.2 < good["cv_macro_f1"]
-    client, _, children = _runs(tmp_path, "asha")
+    epochs = read_table(run_dir / "epochs.csv")
+    assert list(epochs[epochs["trial_id"] == good["trial_id"]]["epoch"]) == [1, 2, 4, 5]
+    client, (parent,), children = _runs(tmp_path, "asha")
+    assert parent.data.params["scored_epochs"] == "1,2,4"
     run = next(c for c in children if c.info.run_id == bad["mlflow_run_id"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "cv_macro_f1")] == [1]
     assert run.data.tags["status"] == "stopped early"
-
-
-def test_folds_score_only_at_the_rungs_and_the_last_epoch(tmp_path, ray_address):
-    """5 epochs, ASHA grace 1 and factor 2: Ray's rungs are epochs 1, 2 and 4, so the
-    workers score (and Tune, MLflow and epochs.csv see) epochs 1, 2, 4 and 5 only; the
-    epoch-3 training still happens (the compute of epochs 3 and 4 arrives with epoch 4)."""
-    space = _space(
-        tmp_path,
-        "scored",
-        scheduler="asha",
-        num_samples=1,
-        asha={"grace_period": 1, "reduction_factor": 2},
-        fixed=SMOKE["fixed"] | {"epochs": 5, "patience": 0},  # no fold stops on its own
-    )
-    _search(tmp_path, space, ray_address)
-    run_dir = tmp_path / "outputs" / "scored"
-    table = read_table(run_dir / "cv_results.csv")
-    assert list(table["epochs"]) == [5] and list(table["status"]) == ["completed"]
-    assert list(read_table(run_dir / "epochs.csv")["epoch"]) == [1, 2, 4, 5]
-    client, (parent,), (run,) = _runs(tmp_path, "scored")
-    assert parent.data.params["scored_epochs"] == "1,2,4"
-    rid = run.info.run_id
+    rid = good["mlflow_run_id"]
     assert [m.step for m in client.get_metric_history(rid, "cv_macro_f1")] == [1, 2, 4, 5]
     for k in range(2):  # each scored epoch scores the calibration and validation posts
         passes = [m.value for m in client.get_metric_history(rid, f"fold{k}_score_passes")]
