@@ -1,10 +1,11 @@
 """One search trial: a Ray Train TorchTrainer whose K workers each train one CV fold.
 
-Per epoch every worker reports its fold's validation metrics; a Train callback (running
-in the Train controller) aggregates all K reports into the cross-fold mean and std and
-hands them, through a small per-trial `Gate` actor, to the trial function, which reports
-them to Tune. Workers wait at the gate until Tune has taken the epoch, so a trial that
-ASHA stops computes no epoch beyond the one it was judged on.
+Workers train every epoch; at each scored epoch (ASHA's rungs and the trial's last; every
+epoch without a scheduler) every worker reports its fold's validation metrics. A Train
+callback (running in the Train controller) aggregates all K reports into the cross-fold
+mean and std and hands them, through a small per-trial `Gate` actor, to the trial
+function, which reports them to Tune. Workers wait at the gate until Tune has taken the
+epoch, so a trial that ASHA stops computes no epoch beyond the one it was judged on.
 """
 
 from __future__ import annotations
