@@ -10,6 +10,8 @@ from typing import Any
 
 from ray import tune
 
+from nli_tune.space import DEFAULT_METRIC
+
 # Short names of the metrics a search can judge on (space.METRICS), for 80-100 columns.
 LABELS = {
     "cv_macro_f1": "cv macro-F1",
@@ -31,7 +33,7 @@ class ProgressLines(tune.Callback):
         num_samples: int,
         params: list[str],
         default_epochs: int,
-        metric: str = "cv_roc_auc_within",
+        metric: str = DEFAULT_METRIC,
         say=print,
     ):
         self.num_samples, self.params = num_samples, params

@@ -154,7 +154,7 @@ def run_search(
             "worker_threads": space.worker_threads,
             "gpus_per_worker": space.gpus_per_worker,
             "train_storage": f"{storage}/train",
-            "rungs": space.rungs() if space.scheduler == "asha" else None,  # scored epochs
+            "rungs": space.judged_rungs(),  # where the folds score (None: every epoch)
         }
         # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
         trainable = tune.with_resources(

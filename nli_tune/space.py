@@ -111,10 +111,15 @@ class SearchSpace:
         n = int(math.log(max_t / self.grace_period) / math.log(rf) + 1)  # as Ray counts them
         return sorted({math.ceil(self.grace_period * rf**k - 1e-9) for k in range(n)})
 
+    def judged_rungs(self) -> list[int] | None:
+        """The rungs the fold workers score at, or None: without a scheduler every epoch is
+        scored (what the trials get, through `scored_epochs`)."""
+        return self.rungs() if self.scheduler == "asha" else None
+
     def scored_epochs(self, epochs: int) -> list[int] | None:
         """Epochs at which a trial of `epochs` epochs scores its validation folds: the rungs
         it reaches and its last. None (every epoch) without a scheduler."""
-        return scored_epochs(self.rungs() if self.scheduler == "asha" else None, epochs)
+        return scored_epochs(self.judged_rungs(), epochs)
 
     @property
     def worker_threads(self) -> int:
