@@ -18,7 +18,7 @@ import pandas as pd
 
 from nli_tune.config import TrainConfig
 from nli_tune.errors import UserError
-from nli_tune.space import SearchSpace
+from nli_tune.space import SearchSpace, fold_column
 
 EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
 RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
@@ -351,7 +351,7 @@ def export(
         status = "failed" if result.error else epoch_status(epochs, config, base_epochs)
         row = {"trial_id": tid, **{k: config.get(k) for k in space.params}}
         row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in folds}
-        row |= {f"fold{k}_{metric[3:]}": m.get(f"fold{k}_{metric[3:]}") for k in folds}
+        row |= {fold_column(metric, k): m.get(fold_column(metric, k)) for k in folds}
         row |= {
             "cv_macro_f1": m.get("cv_macro_f1"),
             "cv_macro_f1_std": m.get("cv_macro_f1_std"),
@@ -389,7 +389,7 @@ def export(
         "trial_id": best_row["trial_id"],
         "selected_by": metric,  # the searcher's metric, at the trial's last scored epoch
         metric: float(best_row[metric]),
-        f"fold_{metric[3:]}": [float(best_row[f"fold{k}_{metric[3:]}"]) for k in folds],
+        fold_column(metric, ""): [float(best_row[fold_column(metric, k)]) for k in folds],
         "cv_macro_f1": float(best_row["cv_macro_f1"]),
         "cv_macro_f1_std": float(best_row["cv_macro_f1_std"]),
         "fold_macro_f1": [float(best_row[f"fold{k}_macro_f1"]) for k in folds],
@@ -423,7 +423,7 @@ def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:
     from nli_tune.space import METRICS
 
     cols = ["epoch", *METRICS, "cv_macro_f1_std", "epoch_compute_s"]
-    cols += [f"fold{k}_{name[3:]}" for name in METRICS for k in range(folds)]
+    cols += [fold_column(name, k) for name in METRICS for k in range(folds)]
     frame = result.metrics_dataframe
     if frame is None or frame.empty or "epoch" not in frame:
         return pd.DataFrame(columns=["trial_id", *cols])

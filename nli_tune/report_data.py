@@ -20,7 +20,7 @@ from nli_tune.errors import UserError
 from nli_tune.metrics import corrected_ttest, pair_metrics
 from nli_tune.outputs import read_table
 from nli_tune.report_fidelity import common_epoch, fold_columns, fold_values_at
-from nli_tune.space import SearchSpace, load_space
+from nli_tune.space import SearchSpace, fold_column, load_space
 
 TOP = 5  # the best trial is compared with each other trial of the top TOP
 ABLATION_KEYS = ("unit", "attention", "pairing", "hypothesis")  # design switches side by side
@@ -46,8 +46,8 @@ class SearchFiles:
         return str(self.search.get("selected_by", "cv_macro_f1"))
 
     def fold_scores(self, row: pd.Series, metric: str | None = None) -> np.ndarray:
-        name = (metric or self.metric)[3:]
-        return np.array([row[f"fold{i}_{name}"] for i in range(self.k)], dtype=float)
+        metric = metric or self.metric
+        return np.array([row[fold_column(metric, i)] for i in range(self.k)], dtype=float)
 
 
 def load_search(run_dir: str | Path) -> SearchFiles:

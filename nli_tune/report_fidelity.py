@@ -13,14 +13,14 @@ import re
 import numpy as np
 import pandas as pd
 
-from nli_tune.space import METRICS
+from nli_tune.space import METRICS, fold_column
 
 IMPORTANCE_MIN_TRIALS = 5  # fewer trials than this at an epoch: no importance drawn there
 
 
 def fold_columns(epochs: pd.DataFrame, metric: str) -> list[str]:
     """epochs.csv's per-fold columns of `metric`, fold order (empty for older searches)."""
-    cols = [c for c in epochs if re.fullmatch(rf"fold\d+_{metric[3:]}", c)]
+    cols = [c for c in epochs if re.fullmatch(fold_column(metric, r"\d+"), c)]
     return sorted(cols, key=lambda c: int(c[4:].split("_", 1)[0]))
 
 

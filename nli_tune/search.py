@@ -25,7 +25,7 @@ from nli_tune.data import load_redsm5
 from nli_tune.errors import UserError, run_cli
 from nli_tune.folds import make_folds
 from nli_tune.ray_search import PENDING_FILE  # no Ray at import: it starts in run_search
-from nli_tune.space import SearchSpace, load_space
+from nli_tune.space import SearchSpace, fold_column, load_space
 
 # Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and
 # workers): poll reports fast, snapshot Tune state often so --resume loses little, and
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     minutes = (time.time() - started) / 60
     metric = best["selected_by"]
-    spread = np.std(best[f"fold_{metric[3:]}"])
+    spread = np.std(best[fold_column(metric, "")])
     print(
         f"\nbest config (by {metric}): {metric} {best[metric]:.4f} ± {spread:.4f} over "
         f"{space.folds} folds; cv macro-F1 {best['cv_macro_f1']:.4f} ± "

@@ -58,6 +58,14 @@ METRICS = {
     "cv_roc_auc_within": "ROC-AUC within each criterion, averaged over criteria",
 }
 DEFAULT_METRIC = "cv_roc_auc_within"
+
+
+def fold_column(metric: str, k: int | str) -> str:
+    """The per-fold column of a cross-fold metric: ("cv_roc_auc", 0) -> "fold0_roc_auc";
+    k="" names the list of every fold's value (best_config.yaml's "fold_roc_auc")."""
+    return f"fold{k}_{metric.removeprefix('cv_')}"
+
+
 RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
 ASHA_KEYS = ("grace_period", "reduction_factor")
 # Keys the search itself owns: sampling them would break the CV protocol.

@@ -270,3 +270,12 @@ def test_startup_trials_default_to_a_third_and_the_pooling_space_shows_its_own(t
     # TPE models the results for at least a third of the main job's trials.
     assert "startup_trials" in (SPACES_DIR / "pooling.yaml").read_text()
     assert pooling.n_startup_trials <= pooling.num_samples * 2 // 3
+
+
+def test_fold_column_names_match_what_workers_report():
+    from nli_tune.space import METRICS, fold_column
+
+    # tune_trial reports fold{k}_<name> for each val_<name>; the cross-fold mean is cv_<name>.
+    assert fold_column("cv_roc_auc_within", 2) == "fold2_roc_auc_within"
+    assert fold_column("cv_pr_auc", "") == "fold_pr_auc"
+    assert len({fold_column(m, 0) for m in METRICS}) == len(METRICS)
