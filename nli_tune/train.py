@@ -8,7 +8,8 @@ criterion and the scores aggregate to the post; the post score is calibrated on 
 posts held out from fitting. Writes under --output: metrics.json (test.macro_f1 and
 baselines), predictions.csv (post_id, criterion, label, score, decision and the evidence
 unit's number and character span; never text), splits.json (post ids) and model/ (DoRA
-adapter + pooler/head as safetensors, config.yaml, calibration.json).
+adapter + pooler/head as safetensors, config.yaml, calibration.json, and README.md: the
+Hugging Face model card, see model_card.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from nli_tune.evidence import build_units
 from nli_tune.folds import split_test
 from nli_tune.metrics import bootstrap_macro_f1, interval, pair_metrics, post_metrics
 from nli_tune.model import build_model, parameter_counts, save_model
+from nli_tune.model_card import write_cards
 from nli_tune.outputs import atomic_dir
 from nli_tune.scoring import evidence_table
 from nli_tune.trainer import FoldTrainer, autocast_dtype
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         save_model(model, cfg, out / "model", calibration)
+        write_cards(out / "model", metrics)
 
     lo, hi = test_metrics["macro_f1_ci95"]
     print(
