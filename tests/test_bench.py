@@ -51,6 +51,8 @@ def test_search_timing_reads_overhead_idle_share_and_asha_savings():
             "compute_s": [60.0, 40.0, 20.0],
             "epochs": [10, 3, 1],
             "cv_macro_f1": [0.6, 0.5, 0.4],
+            "cv_roc_auc": [0.8, 0.9, 0.7],
+            "cv_roc_auc_within": [0.7, 0.8, 0.6],
             "worker_peak_rss_mb": [900.0, 950.0, 920.0],
             "worker_tokens_per_s": [300.0, 310.0, 290.0],
         }
@@ -62,6 +64,8 @@ def test_search_timing_reads_overhead_idle_share_and_asha_savings():
     assert figures["peak_rss_mb_per_worker"] == 950.0
     assert figures["tokens_per_s_per_worker"] == 300.0
     assert figures["search_s"] == 100.0
+    # the best trial is the searcher metric's (within-criterion ROC-AUC), not macro-F1's
+    assert figures["best_metric"] == 0.8 and figures["best_cv_roc_auc"] == 0.9
 
 
 def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
@@ -164,16 +168,19 @@ def test_asha_comparison_counts_epochs_and_the_best_score_given_up():
     asha = pd.DataFrame(
         {"epochs": [3, 1, 1, 3], "cv_macro_f1": [0.60, 0.50, 0.52, 0.63], "overhead_s": 20.0}
     )
+    asha["cv_roc_auc_within"] = asha["cv_macro_f1"] + 0.1
+    asha["cv_roc_auc"] = asha["cv_macro_f1"] + 0.2
     asha["compute_s"] = asha["epochs"] * 70.0
     asha["worker_peak_rss_mb"], asha["worker_tokens_per_s"] = 1600.0, 800.0
-    full = asha.assign(epochs=3, cv_macro_f1=[0.60, 0.55, 0.52, 0.63])
+    full = asha.assign(epochs=3, cv_roc_auc_within=[0.70, 0.75, 0.62, 0.71])
     with_asha = search_timing(asha, 700.0, 1, 3)
     assert with_asha["epochs_run"] == 8 and with_asha["no_asha_epochs_run"] == 12
     assert with_asha["asha_epoch_savings"] == pytest.approx(1 - 8 / 12)
     figures = asha_comparison(with_asha, search_timing(full, 1000.0, 1, 3))
     assert figures["asha_epoch_savings"] == pytest.approx(1 - 8 / 12)
-    assert figures["asha_best_f1_loss"] == pytest.approx(0.0)  # the best trial ran out
-    assert figures["no_asha_best_cv_macro_f1"] == pytest.approx(0.63)
+    # run out, the second trial (stopped at epoch 1 with ASHA) ends best: 0.75 against 0.73
+    assert figures["asha_best_loss"] == pytest.approx(0.02)
+    assert figures["no_asha_best_metric"] == pytest.approx(0.75)
 
 
 def test_goals_a_run_cannot_judge_are_reported_not_judged():
@@ -184,6 +191,8 @@ def test_goals_a_run_cannot_judge_are_reported_not_judged():
     assert unjudged(2, 2, 3) == {"fold_parallel_ratio"}  # 3 folds share 2 cores
     assert unjudged(1, 16, None) == {"trainer_f1_gap"}  # one epoch: F1 at 0.5 says nothing
     assert unjudged(1, 2, 3) == {"trainer_f1_gap", "fold_parallel_ratio"}
+    # the best trial's ROC-AUC goal is the main job's; a cut search stops short of it
+    assert unjudged(2, 16, 3, main_job=False) == {"best_cv_roc_auc"}
 
 
 def test_rung_rank_correlation_compares_each_rung_with_the_end_per_metric():
