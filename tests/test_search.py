@@ -382,6 +382,19 @@ def test_optuna_dashboard_lists_every_trial_with_its_value_and_params(smoke, tmp
         assert f"lr {trial.params['lr']}" in shown
 
 
+def test_ui_explains_itself_and_refuses_a_folder_without_a_search(tmp_path):
+    ui = [sys.executable, "-m", "nli_tune.ui"]
+    r = subprocess.run([*ui, "--help"], capture_output=True, text=True, timeout=60)
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "127.0.0.1" in text and "job consumers off" in text, text
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "none", tmp_path, tmp_path / "file"):
+        r = subprocess.run([*ui, "--output", str(bad)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith(f"error: --output {bad}: no search there")
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_no_post_text_in_search_outputs_or_mlflow(smoke):
     tmp, stdout = smoke
     assert_no_post_text(tmp, SAMPLE_DIR)  # outputs/, ray/ trial folders and mlflow.db
