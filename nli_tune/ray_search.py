@@ -184,6 +184,9 @@ def run_search(
             )
         else:
             scheduler = make_scheduler(space, max_epochs)
+            # A fresh search's study starts empty (one left by a search whose Tune state
+            # was in another --storage would otherwise be continued).
+            (run_dir / STUDY_FILE).unlink(missing_ok=True)
             searcher = make_searcher(space, run_dir / STUDY_FILE)  # for optuna-dashboard
             tuner = tune.Tuner(
                 trainable,
