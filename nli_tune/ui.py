@@ -8,7 +8,7 @@ the search's experiment: its runs table with the scores as columns.
 
 MLflow 3.17 picks a page's view (GenAI or model training) from one browser-wide switch,
 stored per browser, which also reads a `workflowType` in the URL; the experiment's
-`mlflow.experimentKind` tag says what the experiment is (its type in MLflow's lists). The
+`mlflow.experimentKind` tag only says what the experiment is (3.17's UI labels it). The
 columns come from a shared view (an experiment tag MLflow's "share view" reads), named in
 the URL; with neither, a new browser opens on the GenAI overview and a runs table without
 scores. The search sets both tags (`experiment_tags`).
@@ -152,7 +152,10 @@ def serve(uri: str, port: int, url: str) -> int:
                 time.sleep(0.5)
         print(f"MLflow UI: {url}", flush=True)
         print("(Ctrl-C stops it)", flush=True)
-        return proc.wait()
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the way to stop it, not an error
+            return 0
     finally:
         if proc.poll() is None:
             proc.terminate()
