@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,8 +133,11 @@ def serve(uri: str, port: int, url: str) -> int:
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = Path(tempfile.gettempdir()) / f"nli_tune-mlflow-ui-{port}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    with open(log, "w") as out:  # its own process group: stopped whole, below
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill of this process stops it too
     try:
         deadline = time.time() + 180
         while True:
@@ -157,12 +161,38 @@ def serve(uri: str, port: int, url: str) -> int:
         except KeyboardInterrupt:  # the way to stop it, not an error
             return 0
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(proc)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left 10 s later (seen:
+    `mlflow server` lingers 25 s after its workers are gone, and a caller that gives up
+    on this process first would leave it running)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.time() + 10
+        while _group_alive(proc):
+            if sig is not None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:  # gone since it was looked at
+                    return
+                sig = None
+            if time.time() > deadline:
+                break
+            time.sleep(0.2)
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reaps the leader once it exits, so only live members count
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

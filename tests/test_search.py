@@ -242,8 +242,8 @@ def test_report_is_written_and_logged_to_the_parent_run(smoke):
         assert (part["epoch_compute_s"] > 0).all()
 
 
-def _descendants(pid: int) -> list[str]:
-    """Command lines of the processes under `pid`."""
+def _descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of the processes under `pid`."""
     parents, cmds = {}, {}
     for proc in Path("/proc").iterdir():
         try:
@@ -252,11 +252,11 @@ def _descendants(pid: int) -> list[str]:
         except (OSError, ValueError):
             continue
         parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, todo = [], [pid]
+    found, todo = {}, [pid]
     while todo:
         parent = todo.pop()
         children = [p for p, pp in parents.items() if pp == parent]
-        found += [cmds[c] for c in children]
+        found |= {c: cmds[c] for c in children}
         todo += children
     return found
 
@@ -295,8 +295,9 @@ def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
             and b"nli_tune.ui" in _cmdline(p)
         )
         under = _descendants(ui_pid)
-        assert any("mlflow" in c for c in under), under  # the server runs under it
-        assert not [c for c in under if "huey" in c or "jobs" in c], under  # no job consumers
+        assert any("mlflow" in c for c in under.values()), under  # the server runs under it
+        jobs = [c for c in under.values() if "huey" in c or "jobs" in c]
+        assert not jobs, under  # MLflow's job consumers are off
         with browser_page() as page:
             page.goto(url)
             page.get_by_text(parent.info.run_name).wait_for(timeout=60_000)
@@ -332,6 +333,8 @@ def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
                 shown = text.split("cv_macro_f1", 1)[1].split()[0]
                 assert float(shown) == pytest.approx(value, abs=1e-3)
                 assert f"Parent run\n{parent.info.run_name}" in text
+    # Stopping the UI (SIGTERM, as server() does) stops the MLflow server under it too
+    _wait_for(lambda: not [p for p in under if Path(f"/proc/{p}").exists()], 30, "no server")
 
 
 def _cmdline(proc: Path) -> bytes:
