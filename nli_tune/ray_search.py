@@ -24,6 +24,7 @@ EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold number
 RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
 PENDING_FILE = "mlflow_pending.jsonl"  # in the run folder: records MLflow could not take yet
 IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
+STUDY_FILE = "optuna.db"  # in the run folder: the Optuna study, for optuna-dashboard
 
 
 def start_ray(args, env: dict[str, str]):
@@ -114,7 +115,7 @@ def run_search(
         sweep_orphan_placement_groups,
     )
     from nli_tune.progress import ProgressLines
-    from nli_tune.tracking import MlflowTrialCallback
+    from nli_tune.tracking import MlflowTrialCallback, absolute_uri
     from nli_tune.tune_optuna import make_scheduler, make_searcher
     from nli_tune.tune_trial import run_trial
 
@@ -133,7 +134,7 @@ def run_search(
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(space.source, run_dir / "space.yaml")
         shared["plan"].save(run_dir / "folds.json")
-        save_search_id(run_dir, search_id, identity)
+        save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri))
         print(
             f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs -> "
             f"{max_concurrent} trial(s) at a time",
@@ -172,17 +173,21 @@ def run_search(
             ]
         )
         clock = TrialClock()  # the trials' wall time, for their overhead in cv_results.csv
+        # A trial restarted on another node, or resumed, re-reports its restored epoch (see
+        # tune_trial.fold_worker); Optuna keeps the first, equal, value and warns.
+        warnings.filterwarnings(
+            "ignore", r"The reported value is ignored because this `step=", UserWarning
+        )
         if args.resume:
             tuner = tune.Tuner.restore(
                 exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
         else:
-            # A trial restarted on another node re-reports its restored epoch (see
-            # tune_trial.fold_worker); Optuna keeps the first, equal, value and warns.
-            warnings.filterwarnings(
-                "ignore", r"The reported value is ignored because this `step=", UserWarning
-            )
-            scheduler, searcher = make_scheduler(space, max_epochs), make_searcher(space)
+            scheduler = make_scheduler(space, max_epochs)
+            # A fresh search's study starts empty (one left by a search whose Tune state
+            # was in another --storage would otherwise be continued).
+            (run_dir / STUDY_FILE).unlink(missing_ok=True)
+            searcher = make_searcher(space, run_dir / STUDY_FILE)  # for optuna-dashboard
             tuner = tune.Tuner(
                 trainable,
                 param_space=tune_distributions(space),
@@ -233,6 +238,7 @@ def _open_parent(uri: str, space: SearchSpace, search_id: str, fingerprint: str)
     """(experiment id, parent run id); an unusable --mlflow-uri is the user's error, found
     before the search writes anything of its own."""
     from nli_tune.tracking import open_parent_run
+    from nli_tune.ui import experiment_tags
 
     try:
         return open_parent_run(
@@ -251,6 +257,9 @@ def _open_parent(uri: str, space: SearchSpace, search_id: str, fingerprint: str)
                 "scored_epochs": ",".join(map(str, space.rungs())) or "every",
             },
             tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
+            experiment_tags=experiment_tags(
+                space.searcher_metric, space.scheduler_metric, list(space.params)
+            ),
         )
     except Exception as err:
         reason = (str(err).strip().splitlines() or [""])[0][:200]
@@ -311,8 +320,10 @@ def load_search_id(run_dir: Path) -> str:
     return json.loads((run_dir / IDENTITY_FILE).read_text())["search_id"]
 
 
-def save_search_id(run_dir: Path, search_id: str, identity: dict[str, Any]) -> None:
-    text = json.dumps({"search_id": search_id, "identity": identity}, indent=2)
+def save_search_id(run_dir: Path, search_id: str, identity: dict[str, Any], uri: str) -> None:
+    """The id, what a resume must match, and the MLflow store (`nli_tune.ui` opens it)."""
+    saved = {"search_id": search_id, "identity": identity, "mlflow_uri": uri}
+    text = json.dumps(saved, indent=2)
     (run_dir / IDENTITY_FILE).write_text(text)
 
 
@@ -404,8 +415,12 @@ def export(
     outputs = (run_dir / f for f in ("best_config.yaml", RESULTS_FILE, EPOCHS_FILE))
     for path in (Path(space.source), *outputs):  # absolute: a replay may run from elsewhere
         mlflow_cb.write({"kind": "parent_artifact", "path": str(path.resolve())})
-    for key in dict.fromkeys((metric, "cv_macro_f1")):
-        mlflow_cb.write({"kind": "parent_metric", "key": f"best_{key}", "value": search_meta[key]})
+    headline = {f"best_{key}": search_meta[key] for key in dict.fromkeys((metric, "cv_macro_f1"))}
+    counts = table["status"].value_counts()  # the runs table shows them on the parent's row
+    headline |= {"trials": len(table), "trials_stopped": counts.get("stopped early", 0)}
+    headline |= {"trials_failed": counts.get("failed", 0)}
+    for key, value in headline.items():
+        mlflow_cb.write({"kind": "parent_metric", "key": key, "value": float(value)})
     mlflow_cb.write({"kind": "parent_end", "status": "FINISHED"})
     return {"params": params, "mlflow_offline": mlflow_cb.offline} | search_meta
 

@@ -24,7 +24,7 @@ import numpy as np
 from nli_tune.data import load_redsm5
 from nli_tune.errors import UserError, run_cli
 from nli_tune.folds import make_folds
-from nli_tune.ray_search import PENDING_FILE  # no Ray at import: it starts in run_search
+from nli_tune.ray_search import PENDING_FILE, STUDY_FILE  # no Ray at import: see run_search
 from nli_tune.space import SearchSpace, fold_column, load_space
 
 # Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and
@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             f"is back, replay them: the same command plus --resume"
         )
     else:
-        print(f"MLflow:    mlflow ui --backend-store-uri {args.mlflow_uri}")
+        print(f"MLflow:    python -m nli_tune.ui --output {run_dir}")
+    print(f"Optuna:    optuna-dashboard sqlite:///{run_dir / STUDY_FILE}")
     return 0
 
 

@@ -49,12 +49,20 @@ def _client(uri: str):
 
 
 def open_parent_run(
-    uri: str, experiment: str, search_id: str, params: dict[str, Any], tags: dict[str, str]
+    uri: str,
+    experiment: str,
+    search_id: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    experiment_tags: dict[str, str] | None = None,
 ) -> tuple[str, str]:
-    """(experiment id, parent run id): found by `search_id` tag on resume, else created."""
+    """(experiment id, parent run id): found by `search_id` tag on resume, else created.
+    `experiment_tags` are set every time: the latest search decides the experiment's view."""
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    for key, value in (experiment_tags or {}).items():
+        client.set_experiment_tag(exp_id, key, value)
     found = client.search_runs(
         [exp_id], f"tags.role = '{PARENT_ROLE}' and tags.search_id = '{search_id}'"
     )

@@ -31,15 +31,17 @@ def chromium() -> str:
 
 
 @contextmanager
-def browser_page(headers: dict[str, str] | None = None) -> Iterator:
-    """A fresh page of a headless Chromium; `headers` go with every request it makes."""
+def browser_page(headers: dict[str, str] | None = None, size: tuple[int, int] = (1400, 900)):
+    """A fresh page of a headless Chromium; `headers` go with every request it makes;
+    `size` is its viewport (width, height)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         try:
+            width, height = size
             context = browser.new_context(
-                viewport={"width": 1400, "height": 900}, extra_http_headers=headers or {}
+                viewport={"width": width, "height": height}, extra_http_headers=headers or {}
             )
             yield context.new_page()
         finally:

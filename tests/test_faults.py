@@ -98,7 +98,10 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(faults):
 
 def test_killed_driver_then_resume_gives_exactly_n_trials(tmp_path, ray_address):
     """SIGKILL of the search (as by the OOM killer) once one trial has finished, then the
-    same command with --resume: every trial exactly once, in cv_results and in MLflow."""
+    same command with --resume: every trial exactly once, in cv_results, in MLflow and in
+    the Optuna study (optuna.db), with the value cv_results has."""
+    import optuna
+
     space = _space(tmp_path, "resume", num_samples=3)
     proc = _search(tmp_path, space, ray_address, wait=False)
     exp_dir = tmp_path / "outputs" / "resume" / "ray" / "resume"
@@ -129,6 +132,14 @@ def test_killed_driver_then_resume_gives_exactly_n_trials(tmp_path, ray_address)
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "cv_macro_f1")]
         assert steps == [1, 2], steps
     assert finished_before <= set(table["trial_id"])
+    storage = f"sqlite:///{tmp_path / 'outputs' / 'resume' / 'optuna.db'}"
+    study = optuna.load_study(study_name="resume", storage=storage)
+    tune_ids = sorted(t.user_attrs["tune_trial_id"] for t in study.trials)
+    assert tune_ids == sorted(table["trial_id"]), (tune_ids, list(table["trial_id"]))
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    metric = table.set_index("trial_id")["cv_roc_auc_within"]  # the searcher's metric
+    for trial in study.trials:
+        assert trial.value == pytest.approx(metric[trial.user_attrs["tune_trial_id"]])
 
 
 def _actor_pids(title: str) -> dict[int, int]:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import yaml
@@ -241,28 +242,85 @@ def test_report_is_written_and_logged_to_the_parent_run(smoke):
         assert (part["epoch_compute_s"] > 0).all()
 
 
+def _descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of the processes under `pid`."""
+    parents, cmds = {}, {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmds[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found |= {c: cmds[c] for c in children}
+        todo += children
+    return found
+
+
 def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
     tmp, _ = smoke
     client, parents, children = _runs(tmp, "smoke")
     parent = parents[0]
     exp = parent.info.experiment_id
+    table = read_table(tmp / "outputs" / "smoke" / "cv_results.csv")
+    metric = "cv_roc_auc_within"  # the searcher's
+    # The experiment says it is fine-tuning, a kind MLflow 3.17's UI knows (its JS enum)
+    kind = client.get_experiment(exp).tags["mlflow.experimentKind"]
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    assert f'="{kind}"' in next(bundle.glob("main.*.js")).read_text() and kind == "finetuning"
+    # The parent carries the search's headline numbers
+    headline = {"trials": 2, "trials_stopped": 0, "trials_failed": 0}
+    assert {k: parent.data.metrics[k] for k in headline} == headline
+    assert parent.data.metrics[f"best_{metric}"] == pytest.approx(table[metric].max())
     port = free_port()
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    cmd = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    with server(cmd, f"http://127.0.0.1:{port}/", tmp_path / "mlflow.log", 180) as url:
+    cmd = [sys.executable, "-m", "nli_tune.ui", "--output", str(tmp / "outputs")]
+    log = tmp_path / "ui.log"
+    with server([*cmd, "--port", str(port)], f"http://127.0.0.1:{port}/health", log, 180):
+        line = _wait_for(
+            lambda: next((x for x in log.read_text().splitlines() if "MLflow UI: " in x), None),
+            60,
+            "the UI's URL",
+        )
+        url = line.split("MLflow UI: ")[1]
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/{exp}/runs?")
+        ui_pid = next(
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit()
+            and f"--port\0{port}".encode() in _cmdline(p)
+            and b"nli_tune.ui" in _cmdline(p)
+        )
+        under = _descendants(ui_pid)
+        assert any("mlflow" in c for c in under.values()), under  # the server runs under it
+        jobs = [c for c in under.values() if "huey" in c or "jobs" in c]
+        assert not jobs, under  # MLflow's job consumers are off
         with browser_page() as page:
-            page.goto(f"{url}#/experiments/{exp}/runs")
+            page.goto(url)
             page.get_by_text(parent.info.run_name).wait_for(timeout=60_000)
+            # the runs table (not the GenAI overview), its columns the search's scores
+            headers = page.locator(".ag-header-cell").all_inner_texts()
+            assert metric in headers and "cv_macro_f1" in headers, headers
+            assert f"best_{metric}" in headers, headers
+            cell = 'div.ag-row[row-id="{}"] .ag-cell[col-id="metrics.`{}`"]'
+            best = page.locator(cell.format(parent.info.run_id, f"best_{metric}"))
+            assert float(best.inner_text()) == pytest.approx(table[metric].max())
             # nested runs sit under the parent: its row's expander shows them
             row = page.locator(".ag-row", has_text=parent.info.run_name)
             row.locator("button").first.click()
             for child in children:
-                page.get_by_text(child.info.run_name, exact=True).wait_for(timeout=30_000)
+                shown = page.locator(cell.format(child.info.run_id, metric))
+                shown.wait_for(timeout=30_000)
+                mine = table[table["mlflow_run_id"] == child.info.run_id].iloc[0]
+                assert float(shown.inner_text()) == pytest.approx(mine[metric])
             text = shoot(page, tmp_path / "mlflow_runs.png")
             assert f"{1 + len(children)} matching runs" in text
+            base = url.split("#")[0]
             for child in children:
-                page.goto(f"{url}#/experiments/{exp}/runs/{child.info.run_id}")
+                page.goto(f"{base}#/experiments/{exp}/runs/{child.info.run_id}")
                 page.get_by_text("cv_macro_f1", exact=True).first.wait_for(timeout=60_000)
                 # the parent's link renders after the metrics (a placeholder bar until then)
                 _wait_for(
@@ -275,6 +333,69 @@ def test_mlflow_ui_shows_the_search_and_its_trials(smoke, tmp_path):
                 shown = text.split("cv_macro_f1", 1)[1].split()[0]
                 assert float(shown) == pytest.approx(value, abs=1e-3)
                 assert f"Parent run\n{parent.info.run_name}" in text
+    # Stopping the UI (SIGTERM, as server() does) stops the MLflow server under it too
+    _wait_for(lambda: not [p for p in under if Path(f"/proc/{p}").exists()], 30, "no server")
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_optuna_dashboard_lists_every_trial_with_its_value_and_params(smoke, tmp_path):
+    """The study in OUTPUT/<name>/optuna.db: one trial per Tune trial, its value the
+    searcher's metric as cv_results.csv has it, shown by optuna-dashboard."""
+    import optuna
+
+    tmp, stdout = smoke
+    run_dir = tmp / "outputs" / "smoke"
+    table = read_table(run_dir / "cv_results.csv").set_index("trial_id")
+    storage = f"sqlite:///{run_dir / 'optuna.db'}"
+    assert f"optuna-dashboard {storage}" in stdout  # the search says where it is
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    assert study.metric_names == ["cv_roc_auc_within"]
+    by_tune = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    assert sorted(by_tune) == sorted(table.index)
+    for tid, trial in by_tune.items():
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.value == pytest.approx(table.loc[tid, "cv_roc_auc_within"])
+        assert trial.params["pooling"] == table.loc[tid, "pooling"]
+        assert trial.params["lr"] == pytest.approx(table.loc[tid, "lr"], rel=1e-12)
+        assert sorted(trial.intermediate_values) == [1, 2]  # steps are epochs
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "optuna-dashboard"), storage]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    with server(cmd, f"http://127.0.0.1:{port}/", tmp_path / "dashboard.log", 120) as url:
+        with browser_page() as page:
+            numbers = ",".join(str(t.number) for t in study.trials)
+            page.goto(f"{url}dashboard/studies/{study._study_id}/trials?numbers={numbers}")
+            last = f"Trial {study.trials[-1].number} (trial_id="
+            page.get_by_text(last).first.wait_for(timeout=60_000)
+            text = shoot(page, tmp_path / "optuna_dashboard.png")
+    assert f"{len(study.trials)} Trials" in text
+    for trial in study.trials:  # each trial's own block: its value, params, Tune trial id
+        block = text.split(f"Trial {trial.number} (trial_id=")[1]
+        shown, attrs = block.split("User Attributes")[:2]
+        tid = attrs.split("tune_trial_id")[1].split()[0]
+        value = float(shown.split("Value")[1].split()[0])
+        assert value == pytest.approx(table.loc[tid, "cv_roc_auc_within"], abs=1e-6)
+        assert f"pooling {table.loc[tid, 'pooling']}" in shown
+        assert f"lr {trial.params['lr']}" in shown
+
+
+def test_ui_explains_itself_and_refuses_a_folder_without_a_search(tmp_path):
+    ui = [sys.executable, "-m", "nli_tune.ui"]
+    r = subprocess.run([*ui, "--help"], capture_output=True, text=True, timeout=60)
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "127.0.0.1" in text and "job consumers off" in text, text
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "none", tmp_path, tmp_path / "file"):
+        r = subprocess.run([*ui, "--output", str(bad)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith(f"error: --output {bad}: no search there")
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_no_post_text_in_search_outputs_or_mlflow(smoke):
@@ -580,7 +701,7 @@ def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
     assert first != second  # so a second search never reopens the first's MLflow runs
     with pytest.raises(UserError, match="search.json is missing"):
         resolve_search_id(space, "f" * 64, tmp_path, resume=True)
-    save_search_id(tmp_path, first, identity)
+    save_search_id(tmp_path, first, identity, "sqlite:////x/mlflow.db")
     assert resolve_search_id(space, "f" * 64, tmp_path, resume=True)[0] == first
     with pytest.raises(UserError, match="data_fingerprint is"):
         resolve_search_id(space, "e" * 64, tmp_path, resume=True)

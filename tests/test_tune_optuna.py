@@ -73,3 +73,51 @@ def test_scheduler_and_searcher_take_the_space_metrics_and_startup(tmp_path, sch
         assert made.metric == "cv_pr_auc" and made._time_attr == "epoch"
     else:
         assert type(made).__name__ == "FIFOScheduler"
+
+
+def test_a_resumed_stored_study_has_each_trial_once(tmp_path, caplog):
+    """What Tune does to the searcher on --resume, against a real sqlite study: the
+    searcher pickled before the search (tuner.pkl) is set up again, then restored from the
+    last snapshot. Trial b finished after the snapshot (Tune runs it again), trial c was
+    started after it (a kill lost it from Tune, which creates trial d instead)."""
+    import pickle
+
+    from nli_tune.tune_optuna import TUNE_ID_ATTR
+
+    space = _space(tmp_path, points_to_evaluate=[{"lr": 1e-4}])
+    db = tmp_path / "optuna.db"
+    first = make_searcher(space, db)
+    pristine = pickle.dumps(first)  # as Tune pickles it into tuner.pkl, before the search
+    dists, metric = tune_distributions(space), "cv_roc_auc_within"
+    first.set_search_properties(None, None, dists)
+
+    def done(searcher, tid, value):
+        searcher.on_trial_result(tid, {"epoch": 3, metric: value, "training_iteration": 1})
+        searcher.on_trial_complete(tid, {"epoch": 3, metric: value, "training_iteration": 1})
+
+    assert first.suggest("a")["lr"] == 1e-4  # the enqueued point comes first
+    done(first, "a", 0.6)
+    first.suggest("b")
+    first.on_trial_result("b", {"epoch": 1, metric: 0.5, "training_iteration": 1})
+    first.save(str(tmp_path / "snapshot.pkl"))
+    done(first, "b", 0.7)
+    lost_lr = first.suggest("c")["lr"]  # then the driver is killed
+
+    resumed = pickle.loads(pristine)
+    resumed.set_search_properties(None, None, dists)  # Tune sets it up again, then restores
+    resumed.restore(str(tmp_path / "snapshot.pkl"))
+    done(resumed, "b", 0.65)  # Tune runs b again from its checkpoint: the study keeps 0.7
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # nor told twice
+    assert resumed.suggest("d")["lr"] == lost_lr  # Tune's new trial takes the lost one
+    done(resumed, "d", 0.8)
+    resumed.suggest("e")
+    done(resumed, "e", 0.75)
+
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{db}")
+    by_tune = {t.user_attrs[TUNE_ID_ATTR]: t for t in study.trials}
+    assert len(study.trials) == 4 and sorted(by_tune) == ["a", "b", "d", "e"]
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    assert [by_tune[k].value for k in "abde"] == [0.6, 0.7, 0.8, 0.75]
+    assert sum(t.params["lr"] == 1e-4 for t in study.trials) == 1  # not enqueued again
+    assert by_tune["d"].params["lr"] == lost_lr
+    assert study.metric_names == [metric]  # optuna-dashboard labels the value with it
