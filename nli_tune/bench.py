@@ -341,6 +341,7 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             twin = run_search(MAIN_JOB_SPACE, Path(tmp), (CUTS[mode] or {}) | {"scheduler": "none"})
             epochs = read_table(Path(twin.pop("run_dir")) / "epochs.csv")
+        figures["no_asha_trials_table"] = twin["trials_table"]
         figures |= asha_comparison(figures, twin)
         figures |= _rung_figures(epochs, CUTS[mode])
     if mode == "main-job":  # only the job as shipped says how long the README's job takes

@@ -23,6 +23,7 @@ from nli_tune.outputs import read_table
 from nli_tune.space import DEFAULT_METRIC, load_space
 
 MAIN_JOB_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "pooling.yaml"
+METRIC_COLUMNS = ("cv_macro_f1", "cv_roc_auc", "cv_roc_auc_within", "cv_pr_auc", "compute_s")
 CUTS = {  # bench mode -> what it changes in the main job's space (None: nothing)
     "default": {"num_samples": 4, "fixed": {"epochs": 3}},
     # One trial: --quick must end within 5 min in all (3.5 min here; 2 trials took 5).
@@ -58,6 +59,10 @@ def run_search(space_file: Path, workdir: Path, overrides: dict | None = None) -
     figures["fold_parallel_epoch_s"] = first_point_epoch_s(
         table, epochs, space["points_to_evaluate"][0]
     )
+    # Each trial as cv_results.csv has it (ids, params, scores, status; never text), so the
+    # README can quote a run the bench recorded.
+    keep = ["trial_id", *space["params"], *METRIC_COLUMNS, "epochs", "status"]
+    figures["trials_table"] = table[[c for c in keep if c in table]].to_dict("records")
     figures["run_dir"] = str(run_dir)  # for the figures read from its files after
     return figures
 
