@@ -166,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         "--quick",
         action="store_true",
         help="search figures from 1 one-epoch trial (about 3.5 min in all here; default: 4 "
-        "trials of up to 3 epochs with ASHA, about 17 min in all)",
+        "trials of up to 3 epochs with ASHA)",
     )
     mode.add_argument(
         "--main-job",
         action="store_true",
-        help="run the README's main job as shipped for default_search_s (well over 20 min here)",
+        help="run the README's main job as shipped for default_search_s (its search about 8 min "
+        "here: benchmarks/bench-main-job.json)",
     )
     p.add_argument(
         "--hf-epochs",
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--asha-off",
         action="store_true",
-        help="also run the same seeded search without ASHA (about 15 min more here), for the "
+        help="also run the same seeded search without ASHA (about 20 min more here), for the "
         "epochs ASHA saved and the best score it gave up",
     )
     p.add_argument("--skip-search", action="store_true", help="in-process figures only (no search)")

@@ -2,7 +2,7 @@
 
 The bench runs the README's main job (`search_spaces/pooling.yaml`) cut to fit its time:
 4 trials of at most 3 epochs with the space's ASHA (`--quick`: 1 trial of 1 epoch, no
-ASHA; `--main-job`: the job as shipped, well over 20 min here). Each trial's wall time, its
+ASHA; `--main-job`: the job as shipped). Each trial's wall time, its
 folds' compute time (training and scoring, the slowest fold per epoch) and the rest, its
 overhead, come from the search's own cv_results.csv.
 """
