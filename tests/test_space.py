@@ -24,9 +24,14 @@ def test_bundled_spaces_are_valid(name):
 
 def test_pooling_space_searches_the_required_params():
     space = load_space("pooling")  # a bundled name works like a path
-    assert {"pooling", "rank", "lr", "batch_size"} <= set(space.params)
-    assert space.num_samples >= 8 and space.folds >= 3 and space.scheduler == "asha"
+    assert {"pooling", "aggregate", "rank", "lr"} <= set(space.params)
+    assert space.num_samples >= 12 and space.folds >= 3 and space.scheduler == "asha"
     assert space.fixed["model"] == "gemma-3-270m"
+    # issue 19's sizing: TPE past its random phase for at least a third of the trials, the
+    # cheap pairing, and ASHA on the metric that ranked this demo's trials at epoch 1
+    assert space.n_startup_trials <= space.num_samples * 2 // 3
+    assert space.fixed["pairing"] == "multilabel"
+    assert space.scheduler_metric == "cv_roc_auc" and space.rungs() == [1, 3]
 
 
 def test_full_space_covers_the_wide_search():
