@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from nli_tune.config import TrainConfig
-from nli_tune.errors import UserError
+from nli_tune.errors import UserError, first_line
 from nli_tune.space import SearchSpace, fold_column
 
 EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
@@ -262,7 +262,7 @@ def _open_parent(uri: str, space: SearchSpace, search_id: str, fingerprint: str)
             ),
         )
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        reason = first_line(err)
         raise UserError(
             f"--mlflow-uri {uri}: MLflow cannot use it ({type(err).__name__}: {reason})"
         ) from err

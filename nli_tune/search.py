@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nli_tune.data import load_redsm5
-from nli_tune.errors import UserError, run_cli
+from nli_tune.errors import UserError, first_line, run_cli
 from nli_tune.folds import make_folds
 from nli_tune.ray_search import PENDING_FILE, STUDY_FILE  # no Ray at import: see run_search
 from nli_tune.space import SearchSpace, fold_column, load_space
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             where = "MLflow gets it on --resume" if offline else "also in the MLflow parent run"
             print(f"report:    {page} ({time.time() - t0:.0f}s; {where})")
         except Exception as err:  # the search's results are exported: do not lose them
-            first = (str(err).strip().splitlines() or [""])[0][:200]
+            first = first_line(err)
             print(
                 f"warning: the report failed ({type(err).__name__}: {first}); the search's "
                 f"results are complete. Retry: python -m nli_tune.report {run_dir}",
@@ -351,7 +351,7 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
         n = replay_pending(pending, tracker)
         runs = tracker.trial_runs()
     except Exception as err:  # UserError: _open_parent could not reach or use MLflow
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        reason = first_line(err)
         if not isinstance(err, UserError):
             name = type(err).__name__
             reason = f"--mlflow-uri {args.mlflow_uri}: the replay failed ({name}: {reason})"

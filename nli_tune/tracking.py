@@ -17,6 +17,8 @@ from typing import Any
 
 from ray import tune
 
+from nli_tune.errors import first_line
+
 PARENT_ROLE, TRIAL_ROLE = "search", "trial"
 
 
@@ -236,7 +238,7 @@ class MlflowTrialCallback(tune.Callback):
                 self.tracker.apply(record)
                 return
             except Exception as err:
-                reason = (str(err).strip().splitlines() or [""])[0][:120]
+                reason = first_line(err, 120)
                 self.say(
                     f"MLflow failed ({type(err).__name__}: {reason}); the search goes on and "
                     f"keeps its MLflow records in {self.pending}; --resume replays them",

@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nli_tune.errors import UserError, run_cli
+from nli_tune.errors import UserError, first_line, run_cli
 from nli_tune.ray_search import IDENTITY_FILE  # no Ray at import
 
 # MLflow 3.17's value for fine-tuning experiments (its UI counts it as model training).
@@ -116,7 +116,7 @@ def experiment_id(uri: str, name: str) -> str:
     try:
         exp = MlflowClient(uri).get_experiment_by_name(name)
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        reason = first_line(err)
         raise UserError(f"{uri}: MLflow cannot read it ({type(err).__name__}: {reason})") from None
     if exp is None:
         raise UserError(f"{uri}: no experiment '{name}' (did the search log elsewhere?)")
