@@ -381,16 +381,21 @@ def rungs_main(argv: list[str]) -> int:
     ends = epochs.groupby("trial_id")["epoch"].max()
     table = rung_rank_correlation(epochs, sorted(int(e) for e in epochs["epoch"].unique())[:-1])
     print(f"{len(ends)} trials; last epochs {sorted(set(ends))}")
+    _print_rungs(table)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"trials": int(len(ends)), "rung_rank_correlation": table}, f, indent=2)
+    return 0
+
+
+def _print_rungs(table: dict) -> None:
+    """rung_rank_correlation's table, a line per rung and metric."""
     for rung, per_metric in table.items():
         for metric, v in per_metric.items():
             print(
                 f"  epoch {rung} {metric:<18} rho {v['spearman']:+.2f}  fold std "
                 f"{v['fold_std']:.3f}  trials {v['trials']}"
             )
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump({"trials": int(len(ends)), "rung_rank_correlation": table}, f, indent=2)
-    return 0
 
 
 def _rung_figures(epochs, cut: dict | None) -> dict:
@@ -405,12 +410,7 @@ def _rung_figures(epochs, cut: dict | None) -> dict:
         space.fixed["epochs"] = cut["fixed"]["epochs"]
     table = rung_rank_correlation(epochs, space.rungs())
     print(f"rungs (without ASHA, {epochs['trial_id'].nunique()} trials to the end):")
-    for rung, per_metric in table.items():
-        cells = "  ".join(
-            f"{m} rho {v['spearman']:+.2f} fold-std {v['fold_std']:.3f}"
-            for m, v in per_metric.items()
-        )
-        print(f"  epoch {rung}: {cells}")
+    _print_rungs(table)
     first = table[str(space.rungs()[0])][space.scheduler_metric]["spearman"]
     return {"rung_rank_correlation": table, "first_rung_rank_correlation": first}
 
