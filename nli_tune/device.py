@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-
-import torch
+from typing import TYPE_CHECKING
 
 from nli_tune.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -20,6 +22,8 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 def select_device(args: argparse.Namespace) -> torch.device:
     """Apply --threads and return the --device (cuda where there is one, else cpu)."""
+    import torch  # here, so that the commands check their other arguments before it loads
+
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads}: must be >= 1")

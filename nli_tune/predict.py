@@ -26,12 +26,8 @@ import pandas as pd
 from nli_tune.calibration import Calibration
 from nli_tune.data import ReDSM5, read_posts
 from nli_tune.device import add_device_args, select_device
-from nli_tune.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.errors import UserError, run_cli
-from nli_tune.evidence import build_units
-from nli_tune.model import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE, load_model
-from nli_tune.scoring import evidence_table, score_posts
-from nli_tune.trainer import autocast_dtype
+from nli_tune.model_files import CALIBRATION_FILE, check_model_dir
 
 OUTPUT_COLUMNS = [
     "post_id",
@@ -71,24 +67,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_model_dir(path: str | Path) -> Path:
-    """The model folder, or a one-line error naming what is missing."""
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"{root}: model folder not found (pass the model/ folder train wrote)")
-    for name in (CONFIG_FILE, HEAD_FILE, ADAPTER_DIR, CALIBRATION_FILE):
-        if not (root / name).exists():
-            raise UserError(
-                f"{root}: not a trained model folder (no {name}); pass the model/ folder that "
-                f"`python -m nli_tune.train` wrote, e.g. outputs/final/model"
-            )
-    return root
-
-
 def predict(
     model, tokenizer, cfg, calibration: Calibration, posts: pd.DataFrame, device, amp
 ) -> pd.DataFrame:
     """OUTPUT_COLUMNS for every post of `posts` x 9 criteria, posts in input order."""
+    from nli_tune.encoding import assemble_for, pair_format, tokenize_units
+    from nli_tune.evidence import build_units
+    from nli_tune.scoring import evidence_table, score_posts
+
     data = ReDSM5(
         posts=posts.reset_index(drop=True),
         annotations=pd.DataFrame(columns=["post_id", "sentence_text", "DSM5_symptom", "status"]),
@@ -115,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if output.is_dir():
         raise UserError(f"--output {output}: is a folder; give a CSV file name")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+
+    # Only now torch, transformers and peft (seconds): bad input has failed fast above.
+    from nli_tune.model import load_model
+    from nli_tune.trainer import autocast_dtype
 
     started = time.perf_counter()
     model, tokenizer, cfg = load_model(model_dir)

@@ -13,3 +13,16 @@ def test_components_import_no_ray():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]"
+
+
+def test_train_and_predict_check_their_input_before_torch_loads():
+    """The commands import torch, transformers and peft (seconds) only after the config,
+    data and model folder are checked, so bad input is answered at once."""
+    code = (
+        "import sys; import nli_tune.train, nli_tune.predict; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]"
