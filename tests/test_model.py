@@ -9,7 +9,14 @@ from nli_tune.data import criteria
 from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate
 from nli_tune.errors import UserError
 from nli_tune.evidence import post_spans
-from nli_tune.model import Pooler, build_model, load_model, parameter_counts, save_model
+from nli_tune.model import (
+    Pooler,
+    bidirectional_masks,
+    build_model,
+    load_model,
+    parameter_counts,
+    save_model,
+)
 from tests.helpers import redsm5, unit_data
 
 TINY = dict(model="tiny-random", num_layers=None, max_length=96, seed=1)
@@ -173,6 +180,33 @@ def test_dora_targets_attention_mlp_adds_the_mlp_projections():
     mags = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
     for proj in ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
         assert any(proj in n for n in mags), proj
+
+
+def test_ready_masks_give_the_states_transformers_own_masks_give(tiny):
+    """Padding in the batch and sequences longer than tiny-random's sliding window (5): the
+    broadcast masks must reproduce the model's vmap-built ones exactly, band and all."""
+    cfg, model, tok = tiny
+    backbone, config = model.backbone, model.backbone.config
+    assert config.sliding_window < 30 and "sliding_attention" in config.layer_types
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, config.vocab_size, (4, 30), generator=g)
+    mask = (torch.arange(30)[None] < torch.tensor([30, 21, 9, 2])[:, None]).long()
+    ready = bidirectional_masks(config, mask)
+    assert set(ready) == {"full_attention", "sliding_attention"}
+    model.eval()
+    with torch.no_grad():
+        own = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        same = backbone(input_ids=ids, attention_mask=ready).last_hidden_state
+        no_band = {"full_attention": ready["full_attention"]} | {
+            "sliding_attention": ready["full_attention"]
+        }
+        wider = backbone(input_ids=ids, attention_mask=no_band).last_hidden_state
+    real = mask.bool()
+    assert torch.equal(own[real], same[real])
+    assert not torch.allclose(own[real], wider[real])  # the band is there and it matters
+    causal = TrainConfig(**TINY, attention="causal")
+    causal_config = build_model(causal, tokenizer=False)[0].backbone.config
+    assert bidirectional_masks(causal_config, mask) is mask  # the model builds its own
 
 
 def test_merged_scoring_matches_the_adapters_and_restores_the_base_bit_for_bit():
