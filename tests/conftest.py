@@ -57,10 +57,12 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory):
     """One local Ray cluster (with dashboard) for every search test of the session."""
-    from nli_tune.search import RAY_ENV
+    from nli_tune.search import LOCAL_RAY_ENV, RAY_ENV
 
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = os.environ | RAY_ENV
+    # A local cluster, like the one a search without --address starts: no preemption watcher
+    # (a process per trial). The searches get --address, so they cannot tell it is local.
+    env = os.environ | RAY_ENV | LOCAL_RAY_ENV
     started = subprocess.run(
         [
             ray_bin,
