@@ -30,7 +30,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from nli_tune.errors import UserError
+from nli_tune.core.errors import UserError
 
 PRESETS = ("gemma-3-270m", "tiny-random")
 # Public hub ids of the presets, for model cards. The 270M preset is google/gemma-3-270m (the

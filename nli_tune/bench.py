@@ -31,10 +31,10 @@ import time
 import numpy as np
 import torch
 
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
+from nli_tune.core.errors import run_cli
 from nli_tune.data import load_redsm5
 from nli_tune.encoding import bucketed_batches, encode_units, pair_lengths
-from nli_tune.errors import run_cli
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer, autocast_dtype
 
@@ -333,7 +333,7 @@ def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
     from pathlib import Path
 
     from nli_tune.bench_search import CUTS, MAIN_JOB_SPACE, asha_comparison, run_search
-    from nli_tune.outputs import read_table
+    from nli_tune.core.outputs import read_table
 
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_search(MAIN_JOB_SPACE, Path(tmp), CUTS[mode])
@@ -364,8 +364,8 @@ def rungs_main(argv: list[str]) -> int:
     every trial ran to the end and scored every epoch): each epoch but the last, per metric."""
     from pathlib import Path
 
-    from nli_tune.errors import UserError
-    from nli_tune.outputs import read_table
+    from nli_tune.core.errors import UserError
+    from nli_tune.core.outputs import read_table
     from nli_tune.report_fidelity import rung_rank_correlation
 
     p = argparse.ArgumentParser(

@@ -27,7 +27,7 @@ def learning_run(seed: int, lr: float | None = None) -> dict[str, float]:
     """Train the default on the first TRAIN_POSTS posts of the bundled sample (sorted ids),
     score the others: the model's and TF-IDF's within-criterion ROC-AUC and ROC-AUC."""
     from nli_tune.baselines import tfidf_scores
-    from nli_tune.config import TrainConfig
+    from nli_tune.core.config import TrainConfig
     from nli_tune.data import load_redsm5
     from nli_tune.encoding import encode_units
     from nli_tune.metrics import roc_auc_within

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from nli_tune.outputs import read_table
+from nli_tune.core.outputs import read_table
 from nli_tune.space import DEFAULT_METRIC, load_space
 
 MAIN_JOB_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "pooling.yaml"

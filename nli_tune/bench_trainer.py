@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.encoding import UnitData, collate, pair_lengths
 from nli_tune.folds import FoldPlan
 from nli_tune.model import build_model

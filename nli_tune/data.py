@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from nli_tune import DATA_DIR, SAMPLE_DIR
-from nli_tune.errors import UserError, run_cli
+from nli_tune.core.errors import UserError, run_cli
 
 POST_COLUMNS = ("post_id", "text")
 ANNOTATION_COLUMNS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from nli_tune.errors import UserError
+from nli_tune.core.errors import UserError
 
 if TYPE_CHECKING:
     import torch

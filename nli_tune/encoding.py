@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nli_tune.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
+from nli_tune.core.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
+from nli_tune.core.errors import UserError
 from nli_tune.data import criteria, criterion_keys
-from nli_tune.errors import UserError
 from nli_tune.evidence import UnitTable
 
 # Plain-text separators: the pretrained LM reads them as section breaks.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from nli_tune.errors import UserError
+from nli_tune.core.errors import UserError
 
 
 @dataclass(frozen=True)

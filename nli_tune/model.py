@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nli_tune.backbones import load_backbone, public_id
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.model_files import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE
 
 # DoRA targets: attention only, or attention plus the MLP (published results favour the

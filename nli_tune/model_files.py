@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nli_tune.errors import UserError
+from nli_tune.core.errors import UserError
 
 HEAD_FILE = "head.safetensors"  # pooler + head weights
 ADAPTER_DIR = "adapter"  # the peft DoRA adapter

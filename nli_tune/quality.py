@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nli_tune.baselines import calibrated_tfidf, majority_baseline
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.data import load_redsm5
 from nli_tune.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.evidence import build_units
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--output", default="quality.json", help="JSON results (and a .md table)")
     args = p.parse_args(argv)
-    from nli_tune.config import read_mapping
+    from nli_tune.core.config import read_mapping
 
     shared = read_mapping(args.config) if args.config else {}
     base = TrainConfig.from_dict(shared, source=str(args.config))

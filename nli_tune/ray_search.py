@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nli_tune.config import TrainConfig
-from nli_tune.errors import UserError, first_line
+from nli_tune.core.config import TrainConfig
+from nli_tune.core.errors import UserError, first_line
 from nli_tune.space import SearchSpace, fold_column
 
 EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nli_tune.errors import UserError, run_cli
-from nli_tune.outputs import atomic_dir
+from nli_tune.core.errors import UserError, run_cli
+from nli_tune.core.outputs import atomic_dir
 from nli_tune.report_data import SearchFiles, load_search, ranked, reference_rows
 from nli_tune.report_fidelity import IMPORTANCE_MIN_TRIALS, importance_epoch, values_at_epoch
 from nli_tune.report_page import render

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nli_tune.core.errors import UserError, first_line, run_cli
 from nli_tune.data import load_redsm5
-from nli_tune.errors import UserError, first_line, run_cli
 from nli_tune.folds import make_folds
 from nli_tune.ray_search import PENDING_FILE, STUDY_FILE  # no Ray at import: see run_search
 from nli_tune.space import SearchSpace, fold_column, load_space
@@ -339,7 +339,7 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
     that the search's outputs could not know then."""
     import yaml
 
-    from nli_tune.outputs import atomic_write_text, read_table
+    from nli_tune.core.outputs import atomic_write_text, read_table
     from nli_tune.ray_search import RESULTS_FILE, _open_parent, load_search_id
     from nli_tune.tracking import Tracker, replay_pending
 

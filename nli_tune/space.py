@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from nli_tune import SPACES_DIR
-from nli_tune.config import TrainConfig, read_mapping
-from nli_tune.errors import UserError
+from nli_tune.core.config import TrainConfig, read_mapping
+from nli_tune.core.errors import UserError
 
 DISTRIBUTIONS = {  # name -> number of arguments
     "choice": None,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ray import tune
 
-from nli_tune.errors import first_line
+from nli_tune.core.errors import first_line
 
 PARENT_ROLE, TRIAL_ROLE = "search", "trial"
 

@@ -18,10 +18,10 @@ import argparse
 import os
 import sys
 
-from nli_tune.config import TrainConfig, read_mapping
+from nli_tune.core.config import TrainConfig, read_mapping
+from nli_tune.core.errors import run_cli
 from nli_tune.data import load_redsm5
 from nli_tune.device import add_device_args, select_device
-from nli_tune.errors import run_cli
 
 
 def parse_args(argv):

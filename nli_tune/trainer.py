@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from nli_tune.aggregate import aggregate
 from nli_tune.calibration import Calibration, fit_calibration
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.encoding import UnitData, bucketed_batches, pair_lengths
 from nli_tune.folds import calibration_split
 from nli_tune.metrics import post_metrics

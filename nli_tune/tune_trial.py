@@ -204,7 +204,7 @@ def fold_worker(loop_config: dict) -> None:
     """Ray Train worker: rank k trains CV fold k with the one-fold trainer."""
     import torch
 
-    from nli_tune.config import TrainConfig
+    from nli_tune.core.config import TrainConfig
     from nli_tune.encoding import assemble_for
     from nli_tune.model import build_model
     from nli_tune.trainer import FoldTrainer
@@ -286,7 +286,7 @@ def _maybe_inject_error(config: dict, fold: int) -> None:
 
 def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
     """Tune function trainable: one TorchTrainer of K fold workers, reported per epoch."""
-    from nli_tune.config import TrainConfig
+    from nli_tune.core.config import TrainConfig
 
     cfg = TrainConfig.from_dict(settings["base_config"] | sampled)
     run_name = f"trial_{tune.get_context().get_trial_id()}"  # stable: a resume finds it

@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nli_tune.errors import UserError, first_line, run_cli
+from nli_tune.core.errors import UserError, first_line, run_cli
 from nli_tune.ray_search import IDENTITY_FILE  # no Ray at import
 
 # MLflow 3.17's value for fine-tuning experiments (its UI counts it as model training).

@@ -73,7 +73,7 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
     (it raises otherwise) and the same real tokens, and each side really trained."""
     from nli_tune import SAMPLE_DIR
     from nli_tune.bench_trainer import compare_with_hf_trainer
-    from nli_tune.config import TrainConfig
+    from nli_tune.core.config import TrainConfig
     from nli_tune.data import load_redsm5
     from nli_tune.encoding import encode_units
     from nli_tune.folds import make_folds
@@ -224,7 +224,7 @@ def test_bench_rungs_reads_a_search_folder_and_names_a_missing_one(tmp_path, cap
     import json
 
     from nli_tune.bench import main
-    from nli_tune.errors import run_cli
+    from nli_tune.core.errors import run_cli
 
     rows = [
         {"trial_id": f"t{t}", "epoch": e, "cv_pr_auc": 0.1 * t + 0.01 * e} for t in range(4)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nli_tune import bench_gpu
-from nli_tune.errors import run_cli
+from nli_tune.core.errors import run_cli
 
 
 def _layer_matrices(h, inter, heads, kv, head_dim):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nli_tune.outputs import read_table
+from nli_tune.core.outputs import read_table
 from tests.test_search import SMOKE, _runs, _search, _search_cmd, _space
 
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nli_tune.core.errors import UserError
 from nli_tune.data import criterion_keys, load_redsm5
-from nli_tune.errors import UserError
 from nli_tune.folds import make_folds
 
 

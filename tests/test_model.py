@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
+from nli_tune.core.errors import UserError
 from nli_tune.data import criteria
 from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate
-from nli_tune.errors import UserError
 from nli_tune.evidence import post_spans
 from nli_tune.model import (
     Pooler,

@@ -156,7 +156,7 @@ def test_saved_adapter_names_no_local_checkpoint_path(tmp_path):
     from transformers import Gemma3ForCausalLM
 
     from nli_tune.backbones import _tiny_tokenizer, tiny_config
-    from nli_tune.config import TrainConfig
+    from nli_tune.core.config import TrainConfig
     from nli_tune.model import build_model, save_model
 
     ckpt = tmp_path / "ckpt"

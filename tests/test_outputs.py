@@ -2,7 +2,7 @@
 
 import pytest
 
-from nli_tune.outputs import atomic_dir, atomic_write_text
+from nli_tune.core.outputs import atomic_dir, atomic_write_text
 
 
 def test_atomic_write_text_replaces_whole_and_leaves_nothing_on_error(tmp_path):

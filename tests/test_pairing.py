@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.data import criteria
 from nli_tune.encoding import collate, pair_format
 from nli_tune.model import build_model, load_model, save_model

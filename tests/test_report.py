@@ -12,7 +12,7 @@ import yaml
 from nli_tune import SAMPLE_DIR, SPACES_DIR
 from nli_tune.baselines import logit, tfidf_scores
 from nli_tune.calibration import fit_calibration
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.data import criterion_keys, load_redsm5
 from nli_tune.folds import make_folds
 from nli_tune.metrics import classification_metrics, corrected_ttest

@@ -18,8 +18,8 @@ import yaml
 from mlflow import MlflowClient
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.config import TrainConfig
-from nli_tune.outputs import read_table
+from nli_tune.core.config import TrainConfig
+from nli_tune.core.outputs import read_table
 from tests.browser import browser_page, free_port, server, shoot
 from tests.test_train import assert_no_post_text, run_train
 
@@ -691,7 +691,7 @@ def test_disk_trouble_exits_2_before_ray_starts_and_writes_nothing(tmp_path, tro
 
 
 def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
-    from nli_tune.errors import UserError
+    from nli_tune.core.errors import UserError
     from nli_tune.ray_search import resolve_search_id, save_search_id
     from nli_tune.space import load_space
 
@@ -715,7 +715,7 @@ def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
     [(4, 0.4, 2, 1), (5, 0.4, 2, 0), (3, 0.5, 2, 1), (2, 0.5, 2, 2), (2, 1, 8, 4), (2, 2, 8, 2)],
 )
 def test_concurrency_packs_fractional_gpus_per_gpu(folds, share, gpus, fit):
-    from nli_tune.errors import UserError
+    from nli_tune.core.errors import UserError
     from nli_tune.ray_search import concurrency
     from nli_tune.space import SearchSpace
 

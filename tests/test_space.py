@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nli_tune import SPACES_DIR
-from nli_tune.errors import UserError
+from nli_tune.core.errors import UserError
 from nli_tune.space import load_space
 
 BUNDLED = ("pooling", "smoke", "full", "gpu")

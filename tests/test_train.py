@@ -146,8 +146,8 @@ BAD_EVIDENCE_KEYS = [
 
 @pytest.mark.parametrize(("yaml_text", "message"), BAD_EVIDENCE_KEYS)
 def test_bad_evidence_keys_are_one_line_errors(tmp_path, yaml_text, message):
-    from nli_tune.config import TrainConfig
-    from nli_tune.errors import UserError
+    from nli_tune.core.config import TrainConfig
+    from nli_tune.core.errors import UserError
 
     (tmp_path / "cfg.yaml").write_text(yaml_text.replace("\\n", "\n") + "\n")
     with pytest.raises(UserError) as err:
@@ -211,7 +211,7 @@ def test_calibrated_tfidf_without_holdout_is_the_raw_tfidf_at_one_half():
     import numpy as np
 
     from nli_tune.baselines import calibrated_tfidf, tfidf_scores
-    from nli_tune.config import TrainConfig
+    from nli_tune.core.config import TrainConfig
 
     data = load_redsm5(SAMPLE_DIR)
     pairs = data.pairs()

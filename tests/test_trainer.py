@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nli_tune.config import TrainConfig
+from nli_tune.core.config import TrainConfig
 from nli_tune.model import build_model
 from nli_tune.trainer import FoldTrainer
 from tests.helpers import redsm5, unit_data

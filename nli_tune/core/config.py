@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from nli_tune.errors import UserError
+from nli_tune.core.errors import UserError
 
 POOLINGS = ("mean", "cls", "max", "attention")
 ATTENTIONS = ("bidirectional", "causal")
