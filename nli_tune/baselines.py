@@ -10,8 +10,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from nli_tune.calibration import Calibration, fit_calibration
-from nli_tune.folds import calibration_split
 from nli_tune.metrics import pair_metrics
+from nli_tune.redsm5.folds import calibration_split
 
 
 def majority_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:

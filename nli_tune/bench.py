@@ -33,9 +33,9 @@ import torch
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import run_cli
-from nli_tune.data import load_redsm5
 from nli_tune.encoding import bucketed_batches, encode_units, pair_lengths
 from nli_tune.model import build_model
+from nli_tune.redsm5.load import load_redsm5
 from nli_tune.trainer import FoldTrainer, autocast_dtype
 
 # A goal's figure -> (ours, the peer's) printed beside it: the peer ran in the same bench.
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--skip-search", action="store_true", help="in-process figures only (no search)")
     args = p.parse_args(argv)
-    from nli_tune import synth
+    from nli_tune.redsm5 import synth
 
     results: dict[str, float] = {}
     cfg = TrainConfig(
@@ -285,7 +285,7 @@ def _trainer_figures(args, tok) -> dict[str, float]:
     bundled sample, with the search's defaults (sentence units, 3 negatives per positive)."""
     from nli_tune import SAMPLE_DIR
     from nli_tune.bench_trainer import compare_with_hf_trainer
-    from nli_tune.folds import make_folds
+    from nli_tune.redsm5.folds import make_folds
 
     cfg = TrainConfig(model=args.model, num_layers=args.num_layers, epochs=args.hf_epochs)
     data = load_redsm5(SAMPLE_DIR)
@@ -312,7 +312,7 @@ def _fold_figures(tok) -> dict[str, float]:
     folds side by side."""
     from nli_tune.bench_search import MAIN_JOB_SPACE
     from nli_tune.bench_trainer import fold_epoch_seconds
-    from nli_tune.folds import make_folds
+    from nli_tune.redsm5.folds import make_folds
     from nli_tune.space import load_space
 
     space = load_space(str(MAIN_JOB_SPACE))

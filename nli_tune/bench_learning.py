@@ -28,10 +28,10 @@ def learning_run(seed: int, lr: float | None = None) -> dict[str, float]:
     score the others: the model's and TF-IDF's within-criterion ROC-AUC and ROC-AUC."""
     from nli_tune.baselines import tfidf_scores
     from nli_tune.core.config import TrainConfig
-    from nli_tune.data import load_redsm5
     from nli_tune.encoding import encode_units
     from nli_tune.metrics import roc_auc_within
     from nli_tune.model import build_model
+    from nli_tune.redsm5.load import load_redsm5
     from nli_tune.trainer import FoldTrainer
 
     started = time.perf_counter()

@@ -21,8 +21,8 @@ from torch import nn
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.encoding import UnitData, collate, pair_lengths
-from nli_tune.folds import FoldPlan
 from nli_tune.model import build_model
+from nli_tune.redsm5.folds import FoldPlan
 from nli_tune.trainer import MAX_GRAD_NORM, FoldTrainer
 
 

@@ -24,8 +24,8 @@ import torch
 
 from nli_tune.core.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
 from nli_tune.core.errors import UserError
-from nli_tune.data import criteria, criterion_keys
 from nli_tune.evidence import UnitTable
+from nli_tune.redsm5.load import criteria, criterion_keys
 
 # Plain-text separators: the pretrained LM reads them as section breaks.
 SEPARATOR = "\n\nPost: "  # criterion_first: between the criterion and the unit

@@ -98,7 +98,7 @@ def post_metrics(data, scores, calibration) -> dict[str, float]:
     """(post, criterion) metrics of a UnitData's PostScores under a Calibration: the
     classification metrics at the calibrated threshold, ROC-AUC within each criterion
     (does it tell which posts show *this* criterion), and evidence hit@1."""
-    from nli_tune.data import criterion_keys
+    from nli_tune.redsm5.load import criterion_keys
 
     labels = data.post_labels
     probs = calibration.prob(scores.logits)

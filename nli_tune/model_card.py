@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.backbones import GGUF_SOURCE, PUBLIC_IDS, public_id
-from nli_tune.data import criteria
+from nli_tune.redsm5.load import criteria
 
 CARD_FILE = "README.md"
 TAGS = ["peft", "dora", "gemma3", "text-classification", "natural-language-inference",

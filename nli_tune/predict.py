@@ -25,9 +25,9 @@ import pandas as pd
 
 from nli_tune.calibration import Calibration
 from nli_tune.core.errors import UserError, run_cli
-from nli_tune.data import ReDSM5, read_posts
 from nli_tune.device import add_device_args, select_device
 from nli_tune.model_files import CALIBRATION_FILE, check_model_dir
+from nli_tune.redsm5.load import ReDSM5, read_posts
 
 OUTPUT_COLUMNS = [
     "post_id",

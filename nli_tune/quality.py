@@ -27,12 +27,12 @@ import torch
 
 from nli_tune.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.core.config import TrainConfig
-from nli_tune.data import load_redsm5
 from nli_tune.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.evidence import build_units
-from nli_tune.folds import make_folds
 from nli_tune.metrics import pair_metrics
 from nli_tune.model import build_model
+from nli_tune.redsm5.folds import make_folds
+from nli_tune.redsm5.load import load_redsm5
 from nli_tune.trainer import FoldTrainer
 
 # The neural designs compared: name -> config overrides of the defaults.
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _heldout_draw(n_posts: int, data):
     """A fresh synthetic set from the held-out templates, sized like the data's posts."""
-    from nli_tune import synth
+    from nli_tune.redsm5 import synth
 
     words = int(data.posts["text"].str.split().str.len().mean())
     with tempfile.TemporaryDirectory() as tmp:

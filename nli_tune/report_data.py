@@ -116,7 +116,7 @@ def reference_rows(files: SearchFiles) -> pd.DataFrame:
     and the macro-F1 threshold on the fold's held-out calibration posts (the best config's
     `calibration_split`, the very posts a trial's trainer holds out). Per fold: macro-F1,
     ROC-AUC, within-criterion ROC-AUC, PR-AUC and the calibration post ids."""
-    from nli_tune.data import load_redsm5
+    from nli_tune.redsm5.load import load_redsm5
 
     data = load_redsm5(files.best.data_dir)
     pairs, texts = data.pairs(), data.texts()

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from nli_tune.core.errors import UserError, first_line, run_cli
-from nli_tune.data import load_redsm5
-from nli_tune.folds import make_folds
 from nli_tune.ray_search import PENDING_FILE, STUDY_FILE  # no Ray at import: see run_search
+from nli_tune.redsm5.folds import make_folds
+from nli_tune.redsm5.load import load_redsm5
 from nli_tune.space import SearchSpace, fold_column, load_space
 
 # Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and

@@ -20,8 +20,8 @@ import sys
 
 from nli_tune.core.config import TrainConfig, read_mapping
 from nli_tune.core.errors import run_cli
-from nli_tune.data import load_redsm5
 from nli_tune.device import add_device_args, select_device
+from nli_tune.redsm5.load import load_redsm5
 
 
 def parse_args(argv):

@@ -34,8 +34,8 @@ from nli_tune.aggregate import aggregate
 from nli_tune.calibration import Calibration, fit_calibration
 from nli_tune.core.config import TrainConfig
 from nli_tune.encoding import UnitData, bucketed_batches, pair_lengths
-from nli_tune.folds import calibration_split
 from nli_tune.metrics import post_metrics
+from nli_tune.redsm5.folds import calibration_split
 from nli_tune.scoring import PostScores, forward_pairs, score_posts
 
 STATE_TENSORS = "trainer_state.safetensors"

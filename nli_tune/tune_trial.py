@@ -24,8 +24,8 @@ import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
 
-from nli_tune.data import criterion_keys
 from nli_tune.driver_callbacks import release_placement_group
+from nli_tune.redsm5.load import criterion_keys
 from nli_tune.space import scored_epochs
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).

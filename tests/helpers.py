@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nli_tune.data import ANNOTATION_COLUMNS, ReDSM5
 from nli_tune.encoding import UnitData, encode_units
+from nli_tune.redsm5.load import ANNOTATION_COLUMNS, ReDSM5
 
 
 def redsm5(posts: dict[str, str], rows: list[tuple[str, str, str, int]] = ()) -> ReDSM5:

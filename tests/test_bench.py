@@ -74,10 +74,10 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
     from nli_tune import SAMPLE_DIR
     from nli_tune.bench_trainer import compare_with_hf_trainer
     from nli_tune.core.config import TrainConfig
-    from nli_tune.data import load_redsm5
     from nli_tune.encoding import encode_units
-    from nli_tune.folds import make_folds
     from nli_tune.model import build_model
+    from nli_tune.redsm5.folds import make_folds
+    from nli_tune.redsm5.load import load_redsm5
 
     cfg = TrainConfig(
         model="tiny-random",

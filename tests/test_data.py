@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nli_tune.core.errors import UserError
-from nli_tune.data import criterion_keys, load_redsm5, stats
+from nli_tune.redsm5.load import criterion_keys, load_redsm5, stats
 
 POSTS = "redsm5_posts.csv"
 ANN = "redsm5_annotations.csv"

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nli_tune.core.errors import UserError
-from nli_tune.data import criterion_keys, load_redsm5
-from nli_tune.folds import make_folds
+from nli_tune.redsm5.folds import make_folds
+from nli_tune.redsm5.load import criterion_keys, load_redsm5
 
 
 def _pairs(n_posts: int, rate: float, seed: int) -> pd.DataFrame:
@@ -70,8 +70,8 @@ def test_deterministic_per_seed_and_exportable(tmp_path):
 def test_too_many_folds_is_a_user_error(tmp_path):
     """On a small synthetic set (no real sample needed): one fold more than there are
     non-test posts is a one-line user error naming the count; exactly that many works."""
-    from nli_tune import synth
-    from nli_tune.folds import split_test
+    from nli_tune.redsm5 import synth
+    from nli_tune.redsm5.folds import split_test
 
     synth.write(tmp_path, 20, seed=1, mean_words=20)
     pairs = load_redsm5(tmp_path).pairs()

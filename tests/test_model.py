@@ -6,7 +6,6 @@ import torch
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError
-from nli_tune.data import criteria
 from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate
 from nli_tune.evidence import post_spans
 from nli_tune.model import (
@@ -17,6 +16,7 @@ from nli_tune.model import (
     parameter_counts,
     save_model,
 )
+from nli_tune.redsm5.load import criteria
 from tests.helpers import redsm5, unit_data
 
 TINY = dict(model="tiny-random", num_layers=None, max_length=96, seed=1)

@@ -11,9 +11,9 @@ import yaml
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.core.config import TrainConfig
-from nli_tune.data import criteria
 from nli_tune.encoding import collate, pair_format
 from nli_tune.model import build_model, load_model, save_model
+from nli_tune.redsm5.load import criteria
 from nli_tune.scoring import score_posts
 from nli_tune.trainer import FoldTrainer
 from tests.conftest import run_train

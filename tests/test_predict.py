@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.data import load_redsm5
 from nli_tune.predict import OUTPUT_COLUMNS
+from nli_tune.redsm5.load import load_redsm5
 from tests.test_train import assert_no_post_text
 
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.data import load_redsm5
-from nli_tune.folds import make_folds
+from nli_tune.redsm5.folds import make_folds
+from nli_tune.redsm5.load import load_redsm5
 
 
 def _quality(tmp, *only: str):

@@ -13,10 +13,10 @@ from nli_tune import SAMPLE_DIR, SPACES_DIR
 from nli_tune.baselines import logit, tfidf_scores
 from nli_tune.calibration import fit_calibration
 from nli_tune.core.config import TrainConfig
-from nli_tune.data import criterion_keys, load_redsm5
-from nli_tune.folds import make_folds
 from nli_tune.metrics import classification_metrics, corrected_ttest
 from nli_tune.model import build_model
+from nli_tune.redsm5.folds import make_folds
+from nli_tune.redsm5.load import criterion_keys, load_redsm5
 from nli_tune.report import build_report
 from nli_tune.report_data import load_search, reference_rows, verdict
 from nli_tune.report_plots import rebuild_study

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nli_tune import SAMPLE_DIR, synth
-from nli_tune import synth_templates as tpl
+from nli_tune import SAMPLE_DIR
+from nli_tune.redsm5 import synth
+from nli_tune.redsm5 import synth_templates as tpl
 
 REAL_SCALE = 1484
 
@@ -39,7 +40,7 @@ def positive_pairs(annotations: pd.DataFrame) -> set[tuple[str, str]]:
 def test_symptoms_are_the_nine_criteria_in_dsm_order():
     # Against the criteria file the model is trained on (data/dsm5_criteria.json), not a
     # copy of the generator's own tuple: a generated label the trainer does not know fails.
-    from nli_tune.data import criterion_keys
+    from nli_tune.redsm5.load import criterion_keys
 
     assert synth.SYMPTOMS == criterion_keys()
     assert "SPECIAL_CASE" not in synth.SYMPTOMS

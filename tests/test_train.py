@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.data import load_redsm5
 from nli_tune.evidence import post_spans
-from nli_tune.folds import split_test
+from nli_tune.redsm5.folds import split_test
+from nli_tune.redsm5.load import load_redsm5
 from tests.conftest import run_train
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nli_tune import synth_templates as tpl
+from nli_tune.redsm5 import synth_templates as tpl
 
 SYMPTOMS: tuple[str, ...] = (
     "DEPRESSED_MOOD",
