@@ -33,10 +33,10 @@ import torch
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import run_cli
-from nli_tune.encoding import bucketed_batches, encode_units, pair_lengths
-from nli_tune.model import build_model
+from nli_tune.model.classifier import build_model
+from nli_tune.pairs.encoding import bucketed_batches, encode_units, pair_lengths
 from nli_tune.redsm5.load import load_redsm5
-from nli_tune.trainer import FoldTrainer, autocast_dtype
+from nli_tune.training.fold_trainer import FoldTrainer, autocast_dtype
 
 # A goal's figure -> (ours, the peer's) printed beside it: the peer ran in the same bench.
 PEERS = {
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 def _pathological_segmentation_seconds() -> float:
     """Sentence splitting of texts where every candidate cut is rejected: it must stay
     linear (a rescan per rejected cut made such a post take minutes)."""
-    from nli_tune.units import sentence_spans
+    from nli_tune.units.segment import sentence_spans
 
     texts = ["! " * 50_000, "." * 100_000 + " x", " " * 100_000 + "a", "😭 " * 50_000]
     t0 = time.perf_counter()
@@ -313,7 +313,7 @@ def _fold_figures(tok) -> dict[str, float]:
     from nli_tune.bench_search import MAIN_JOB_SPACE
     from nli_tune.bench_trainer import fold_epoch_seconds
     from nli_tune.redsm5.folds import make_folds
-    from nli_tune.space import load_space
+    from nli_tune.study.space import load_space
 
     space = load_space(str(MAIN_JOB_SPACE))
     cfg = space.trial_config(space.points_to_evaluate[0])
@@ -403,7 +403,7 @@ def _rung_figures(epochs, cut: dict | None) -> dict:
     the first rung's rho on the metric ASHA prunes on; printed as a table."""
     from nli_tune.bench_search import MAIN_JOB_SPACE
     from nli_tune.report_fidelity import rung_rank_correlation
-    from nli_tune.space import load_space
+    from nli_tune.study.space import load_space
 
     space = load_space(str(MAIN_JOB_SPACE))
     if cut and "epochs" in cut.get("fixed", {}):

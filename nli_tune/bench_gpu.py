@@ -48,12 +48,12 @@ from pathlib import Path
 import torch
 from transformers import Gemma3TextConfig, Gemma3TextModel
 
-from nli_tune.backbones import _encoder_config, tiny_config
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError, run_cli
 from nli_tune.core.outputs import atomic_write_text
-from nli_tune.model import PairClassifier, wrap_backbone
-from nli_tune.trainer import MAX_GRAD_NORM, class_weighted_loss, make_optimizer
+from nli_tune.model.backbones import _encoder_config, tiny_config
+from nli_tune.model.classifier import PairClassifier, wrap_backbone
+from nli_tune.training.fold_trainer import MAX_GRAD_NORM, class_weighted_loss, make_optimizer
 
 # The published google/gemma-3-1b-pt text architecture (its config.json). Rope thetas (1e6
 # full, 1e4 sliding), activation, norms, no softcapping and the 5 sliding : 1 full layer

@@ -26,13 +26,13 @@ EPOCHS = 4  # fits the default suite's 3 min on 2 cores
 def learning_run(seed: int, lr: float | None = None) -> dict[str, float]:
     """Train the default on the first TRAIN_POSTS posts of the bundled sample (sorted ids),
     score the others: the model's and TF-IDF's within-criterion ROC-AUC and ROC-AUC."""
-    from nli_tune.baselines import tfidf_scores
     from nli_tune.core.config import TrainConfig
-    from nli_tune.encoding import encode_units
-    from nli_tune.metrics import roc_auc_within
-    from nli_tune.model import build_model
+    from nli_tune.evaluation.baselines import tfidf_scores
+    from nli_tune.evaluation.metrics import roc_auc_within
+    from nli_tune.model.classifier import build_model
+    from nli_tune.pairs.encoding import encode_units
     from nli_tune.redsm5.load import load_redsm5
-    from nli_tune.trainer import FoldTrainer
+    from nli_tune.training.fold_trainer import FoldTrainer
 
     started = time.perf_counter()
     cfg = TrainConfig(epochs=EPOCHS, seed=seed)

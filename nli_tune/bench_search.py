@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from nli_tune.core.outputs import read_table
-from nli_tune.space import DEFAULT_METRIC, load_space
+from nli_tune.study.space import DEFAULT_METRIC, load_space
 
 MAIN_JOB_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "pooling.yaml"
 METRIC_COLUMNS = ("cv_macro_f1", "cv_roc_auc", "cv_roc_auc_within", "cv_pr_auc", "compute_s")

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from nli_tune.core.config import TrainConfig
-from nli_tune.encoding import UnitData, collate, pair_lengths
-from nli_tune.model import build_model
+from nli_tune.model.classifier import build_model
+from nli_tune.pairs.encoding import UnitData, collate, pair_lengths
 from nli_tune.redsm5.folds import FoldPlan
-from nli_tune.trainer import MAX_GRAD_NORM, FoldTrainer
+from nli_tune.training.fold_trainer import MAX_GRAD_NORM, FoldTrainer
 
 
 class LossInForward(nn.Module):

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from nli_tune.core.errors import UserError, run_cli
-from nli_tune.evidence import location_report
 from nli_tune.redsm5.load import load_redsm5, stats
+from nli_tune.units.evidence import location_report
 
 
 def _print_stats(s: dict, source: Path) -> None:

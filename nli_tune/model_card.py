@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.backbones import GGUF_SOURCE, PUBLIC_IDS, public_id
+from nli_tune.model.backbones import GGUF_SOURCE, PUBLIC_IDS, public_id
 from nli_tune.redsm5.load import criteria
 
 CARD_FILE = "README.md"
@@ -153,7 +153,7 @@ def _model_section(cfg: dict, counts: dict) -> str:
         f"({counts['precision']}).\n"
         "- Files: `adapter/` (peft DoRA adapter), `head.safetensors` (pooler, norm and head), "
         "`config.yaml` (the training config), `calibration.json` (the decision rule). "
-        "`nli_tune.model.load_model(dir)` rebuilds the whole classifier; "
+        "`nli_tune.model.classifier.load_model(dir)` rebuilds the whole classifier; "
         "`peft.PeftModel.from_pretrained(backbone, dir / 'adapter')` loads the adapters alone "
         "on the backbone (the head is not a peft module). `python -m nli_tune.predict "
         "--model DIR --input posts.csv` scores posts.\n"
@@ -310,7 +310,7 @@ def _adapter_card(base: str | None) -> str:
         f"---\n{meta}\n---\n\n# DoRA adapter\n\nThe peft adapter of the model described in "
         "[../README.md](../README.md) (the model card: data, results, intended use and "
         "limits). On its own it adds no head: the classifier also needs `../head.safetensors` "
-        "and `../config.yaml` (`nli_tune.model.load_model` on the parent folder).\n"
+        "and `../config.yaml` (`nli_tune.model.classifier.load_model` on the parent folder).\n"
     )
 
 

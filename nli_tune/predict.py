@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from nli_tune.calibration import Calibration
 from nli_tune.core.errors import UserError, run_cli
-from nli_tune.device import add_device_args, select_device
-from nli_tune.model_files import CALIBRATION_FILE, check_model_dir
+from nli_tune.model.calibration import Calibration
+from nli_tune.model.device import add_device_args, select_device
+from nli_tune.model.files import CALIBRATION_FILE, check_model_dir
 from nli_tune.redsm5.load import ReDSM5, read_posts
 
 OUTPUT_COLUMNS = [
@@ -71,9 +71,9 @@ def predict(
     model, tokenizer, cfg, calibration: Calibration, posts: pd.DataFrame, device, amp
 ) -> pd.DataFrame:
     """OUTPUT_COLUMNS for every post of `posts` x 9 criteria, posts in input order."""
-    from nli_tune.encoding import assemble_for, pair_format, tokenize_units
-    from nli_tune.evidence import build_units
-    from nli_tune.scoring import evidence_table, score_posts
+    from nli_tune.evaluation.scoring import evidence_table, score_posts
+    from nli_tune.pairs.encoding import assemble_for, pair_format, tokenize_units
+    from nli_tune.units.evidence import build_units
 
     data = ReDSM5(
         posts=posts.reset_index(drop=True),
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
 
     # Only now torch, transformers and peft (seconds): bad input has failed fast above.
-    from nli_tune.model import load_model
-    from nli_tune.trainer import autocast_dtype
+    from nli_tune.model.classifier import load_model
+    from nli_tune.training.fold_trainer import autocast_dtype
 
     started = time.perf_counter()
     model, tokenizer, cfg = load_model(model_dir)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ray import tune
 
-from nli_tune.space import DEFAULT_METRIC
+from nli_tune.study.space import DEFAULT_METRIC
 
 # Short names of the metrics a search can judge on (space.METRICS), for 80-100 columns.
 LABELS = {

@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_tune.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.core.config import TrainConfig
-from nli_tune.encoding import assemble_for, pair_format, tokenize_units
-from nli_tune.evidence import build_units
-from nli_tune.metrics import pair_metrics
-from nli_tune.model import build_model
+from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
+from nli_tune.evaluation.metrics import pair_metrics
+from nli_tune.model.classifier import build_model
+from nli_tune.pairs.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
-from nli_tune.trainer import FoldTrainer
+from nli_tune.training.fold_trainer import FoldTrainer
+from nli_tune.units.evidence import build_units
 
 # The neural designs compared: name -> config overrides of the defaults.
 DESIGNS = {

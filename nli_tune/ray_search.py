@@ -18,7 +18,7 @@ import pandas as pd
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError, first_line
-from nli_tune.space import SearchSpace, fold_column
+from nli_tune.study.space import SearchSpace, fold_column
 
 EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
 RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
@@ -435,7 +435,7 @@ def _trial_seconds(wall: float | None, compute: float | None) -> dict[str, float
 def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:
     """One row per epoch a trial reported, i.e. scored (the rungs and its last): every
     candidate metric across folds and per fold, what ASHA judged it on among them."""
-    from nli_tune.space import METRICS
+    from nli_tune.study.space import METRICS
 
     cols = ["epoch", *METRICS, "cv_macro_f1_std", "epoch_compute_s"]
     cols += [fold_column(name, k) for name in METRICS for k in range(folds)]

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from nli_tune.space import METRICS, fold_column
+from nli_tune.study.space import METRICS, fold_column
 
 IMPORTANCE_MIN_TRIALS = 5  # fewer trials than this at an epoch: no importance drawn there
 

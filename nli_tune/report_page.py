@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nli_tune.metrics import corrected_ttest
+from nli_tune.evaluation.metrics import corrected_ttest
 from nli_tune.report_data import SearchFiles, ablations, comparisons, ranked, verdict
 from nli_tune.report_fidelity import rung_rank_correlation
 

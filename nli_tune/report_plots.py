@@ -19,7 +19,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from nli_tune.space import SearchSpace  # noqa: E402
+from nli_tune.study.space import SearchSpace  # noqa: E402
 
 
 def distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:

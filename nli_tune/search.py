@@ -25,7 +25,7 @@ from nli_tune.core.errors import UserError, first_line, run_cli
 from nli_tune.ray_search import PENDING_FILE, STUDY_FILE  # no Ray at import: see run_search
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
-from nli_tune.space import SearchSpace, fold_column, load_space
+from nli_tune.study.space import SearchSpace, fold_column, load_space
 
 # Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and
 # workers): poll reports fast, snapshot Tune state often so --resume loses little, and
@@ -226,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"folds {space.folds}: more folds than the {n_posts} posts")
     plan = make_folds(pairs, space.folds, base.test_fraction, base.seed)
 
-    from nli_tune.backbones import load_backbone
-    from nli_tune.encoding import pair_format, tokenize_units
-    from nli_tune.evidence import build_units
+    from nli_tune.model.backbones import load_backbone
+    from nli_tune.pairs.encoding import pair_format, tokenize_units
+    from nli_tune.units.evidence import build_units
 
     print(
         f"search '{space.name}': {space.num_samples} trials x {space.folds} folds, "

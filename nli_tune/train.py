@@ -20,7 +20,7 @@ import sys
 
 from nli_tune.core.config import TrainConfig, read_mapping
 from nli_tune.core.errors import run_cli
-from nli_tune.device import add_device_args, select_device
+from nli_tune.model.device import add_device_args, select_device
 from nli_tune.redsm5.load import load_redsm5
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_redsm5(cfg.data_dir)  # a bad CSV fails here, before torch loads
     _warn_fingerprint(raw.get("search"), data.fingerprint)
 
-    from nli_tune.final import train_final  # torch, transformers, peft: seconds to import
+    from nli_tune.training.final import train_final  # torch, transformers, peft: seconds to import
 
     train_final(cfg, data, device, args.output, quiet=args.quiet, search=raw.get("search"))
     return 0

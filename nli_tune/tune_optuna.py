@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from nli_tune.space import SearchSpace
+from nli_tune.study.space import SearchSpace
 
 MODE = "max"  # every metric in space.METRICS is higher-is-better
 TUNE_ID_ATTR = "tune_trial_id"  # an Optuna trial's user attribute: its Tune trial id

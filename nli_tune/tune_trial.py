@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 
 from nli_tune.driver_callbacks import release_placement_group
 from nli_tune.redsm5.load import criterion_keys
-from nli_tune.space import scored_epochs
+from nli_tune.study.space import scored_epochs
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
@@ -205,9 +205,9 @@ def fold_worker(loop_config: dict) -> None:
     import torch
 
     from nli_tune.core.config import TrainConfig
-    from nli_tune.encoding import assemble_for
-    from nli_tune.model import build_model
-    from nli_tune.trainer import FoldTrainer
+    from nli_tune.model.classifier import build_model
+    from nli_tune.pairs.encoding import assemble_for
+    from nli_tune.training.fold_trainer import FoldTrainer
 
     k = ray.train.get_context().get_world_rank()
     torch.set_num_threads(loop_config["threads"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nli_tune.encoding import UnitData, encode_units
+from nli_tune.pairs.encoding import UnitData, encode_units
 from nli_tune.redsm5.load import ANNOTATION_COLUMNS, ReDSM5
 
 

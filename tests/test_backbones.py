@@ -18,7 +18,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from nli_tune.backbones import (
+from nli_tune.model.backbones import (
     PRESETS,
     BackboneError,
     _tiny_tokenizer,
@@ -26,7 +26,7 @@ from nli_tune.backbones import (
     load_backbone,
     tiny_config,
 )
-from nli_tune.encoding import pair_format
+from nli_tune.pairs.encoding import pair_format
 
 # Dropped layers and vision towers are expected leftovers; any other unused tensor is a bug.
 pytestmark = pytest.mark.filterwarnings("error:.*checkpoint tensors were not used")

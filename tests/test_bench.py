@@ -74,8 +74,8 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
     from nli_tune import SAMPLE_DIR
     from nli_tune.bench_trainer import compare_with_hf_trainer
     from nli_tune.core.config import TrainConfig
-    from nli_tune.encoding import encode_units
-    from nli_tune.model import build_model
+    from nli_tune.model.classifier import build_model
+    from nli_tune.pairs.encoding import encode_units
     from nli_tune.redsm5.folds import make_folds
     from nli_tune.redsm5.load import load_redsm5
 
@@ -198,7 +198,7 @@ def test_goals_a_run_cannot_judge_are_reported_not_judged():
 def test_rung_rank_correlation_compares_each_rung_with_the_end_per_metric():
 
     from nli_tune.report_fidelity import rung_rank_correlation
-    from nli_tune.space import METRICS
+    from nli_tune.study.space import METRICS
 
     rows = []
     for t in range(5):  # trial t ends at 0.5 + 0.1 t on every metric

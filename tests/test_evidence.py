@@ -6,9 +6,9 @@ import sys
 import numpy as np
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.evidence import build_units
 from nli_tune.redsm5 import synth
 from nli_tune.redsm5.load import criterion_keys, load_redsm5
+from nli_tune.units.evidence import build_units
 from tests.helpers import redsm5
 
 SLEEP = criterion_keys().index("SLEEP_ISSUES")

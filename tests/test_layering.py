@@ -4,8 +4,9 @@ import sys
 
 def test_components_import_no_ray():
     code = (
-        "import sys; import nli_tune.data, nli_tune.redsm5.folds, nli_tune.model, "
-        "nli_tune.trainer, nli_tune.encoding, nli_tune.space, nli_tune.train, nli_tune.scoring, "
+        "import sys; import nli_tune.data, nli_tune.redsm5.folds, nli_tune.model.classifier, "
+        "nli_tune.training.fold_trainer, nli_tune.pairs.encoding, nli_tune.study.space, "
+        "nli_tune.train, nli_tune.evaluation.scoring, "
         "nli_tune.predict, nli_tune.report; "
         "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
     )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from nli_tune.metrics import bootstrap_macro_f1, corrected_ttest, interval
+from nli_tune.evaluation.metrics import bootstrap_macro_f1, corrected_ttest, interval
 
 
 def _pairs(n_posts: int, seed: int = 0):

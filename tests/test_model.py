@@ -6,9 +6,7 @@ import torch
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError
-from nli_tune.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate
-from nli_tune.evidence import post_spans
-from nli_tune.model import (
+from nli_tune.model.classifier import (
     Pooler,
     bidirectional_masks,
     build_model,
@@ -16,7 +14,9 @@ from nli_tune.model import (
     parameter_counts,
     save_model,
 )
+from nli_tune.pairs.encoding import POST_FIRST_SEPARATOR, SEPARATOR, collate
 from nli_tune.redsm5.load import criteria
+from nli_tune.units.evidence import post_spans
 from tests.helpers import redsm5, unit_data
 
 TINY = dict(model="tiny-random", num_layers=None, max_length=96, seed=1)

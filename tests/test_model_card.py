@@ -13,7 +13,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file
 
 from nli_tune import REPO_ROOT, SAMPLE_DIR
-from nli_tune.backbones import public_id
+from nli_tune.model.backbones import public_id
 from nli_tune.model_card import INDEX_METRICS, render
 from nli_tune.redsm5.load import criterion_keys, load_redsm5
 from tests.test_train import _sentences, assert_no_post_text
@@ -96,7 +96,7 @@ def test_card_reports_no_post_or_annotation_text(trained):
 def test_adapter_folder_has_a_pointer_card_and_loads_with_peft(trained):
     from peft import PeftModel, get_peft_model_state_dict
 
-    from nli_tune.backbones import load_backbone
+    from nli_tune.model.backbones import load_backbone
 
     out, _, _ = trained
     adapter = out / "model" / "adapter"
@@ -155,9 +155,9 @@ def test_saved_adapter_names_no_local_checkpoint_path(tmp_path):
     (as from the 270M preset's cache) that is a path of this machine: save_model drops it."""
     from transformers import Gemma3ForCausalLM
 
-    from nli_tune.backbones import _tiny_tokenizer, tiny_config
     from nli_tune.core.config import TrainConfig
-    from nli_tune.model import build_model, save_model
+    from nli_tune.model.backbones import _tiny_tokenizer, tiny_config
+    from nli_tune.model.classifier import build_model, save_model
 
     ckpt = tmp_path / "ckpt"
     tok = _tiny_tokenizer()

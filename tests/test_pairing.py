@@ -11,11 +11,11 @@ import yaml
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.core.config import TrainConfig
-from nli_tune.encoding import collate, pair_format
-from nli_tune.model import build_model, load_model, save_model
+from nli_tune.evaluation.scoring import score_posts
+from nli_tune.model.classifier import build_model, load_model, save_model
+from nli_tune.pairs.encoding import collate, pair_format
 from nli_tune.redsm5.load import criteria
-from nli_tune.scoring import score_posts
-from nli_tune.trainer import FoldTrainer
+from nli_tune.training.fold_trainer import FoldTrainer
 from tests.conftest import run_train
 from tests.helpers import redsm5, unit_data
 from tests.test_predict import _predict_posts

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nli_tune.aggregate import LSE_R, aggregate, top_units
-from nli_tune.calibration import Calibration, best_threshold, fit_calibration
+from nli_tune.model.aggregate import LSE_R, aggregate, top_units
+from nli_tune.model.calibration import Calibration, best_threshold, fit_calibration
 
 # Three bags: [1, 3, -2], [0.5, 0.5], [4] (units listed out of bag order on purpose).
 LOGITS = torch.tensor([3.0, 0.5, 1.0, 4.0, -2.0, 0.5])

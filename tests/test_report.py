@@ -10,17 +10,17 @@ import pytest
 import yaml
 
 from nli_tune import SAMPLE_DIR, SPACES_DIR
-from nli_tune.baselines import logit, tfidf_scores
-from nli_tune.calibration import fit_calibration
 from nli_tune.core.config import TrainConfig
-from nli_tune.metrics import classification_metrics, corrected_ttest
-from nli_tune.model import build_model
+from nli_tune.evaluation.baselines import logit, tfidf_scores
+from nli_tune.evaluation.metrics import classification_metrics, corrected_ttest
+from nli_tune.model.calibration import fit_calibration
+from nli_tune.model.classifier import build_model
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import criterion_keys, load_redsm5
 from nli_tune.report import build_report
 from nli_tune.report_data import load_search, reference_rows, verdict
 from nli_tune.report_plots import rebuild_study
-from nli_tune.trainer import FoldTrainer
+from nli_tune.training.fold_trainer import FoldTrainer
 from tests.browser import browser_page, free_port, server, shoot
 from tests.helpers import unit_data
 

@@ -693,7 +693,7 @@ def test_disk_trouble_exits_2_before_ray_starts_and_writes_nothing(tmp_path, tro
 def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
     from nli_tune.core.errors import UserError
     from nli_tune.ray_search import resolve_search_id, save_search_id
-    from nli_tune.space import load_space
+    from nli_tune.study.space import load_space
 
     space = load_space(str(_space(tmp_path, "ids")))
     first, identity = resolve_search_id(space, "f" * 64, tmp_path, resume=False)
@@ -717,7 +717,7 @@ def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
 def test_concurrency_packs_fractional_gpus_per_gpu(folds, share, gpus, fit):
     from nli_tune.core.errors import UserError
     from nli_tune.ray_search import concurrency
-    from nli_tune.space import SearchSpace
+    from nli_tune.study.space import SearchSpace
 
     space = SearchSpace("g", 8, folds, "asha", {}, {}, cpus_per_worker=1, gpus_per_worker=share)
     if fit == 0:  # 5 x 0.4: 2 fit on each GPU, so 2 GPUs hold 4 of the 5 workers
@@ -767,7 +767,7 @@ def test_gpu_spaces_fill_the_cluster_yaml_from_its_start(name):
     """The search sizes its concurrency from the resources present when it starts, so the
     launcher's starting cluster must fit the GPU spaces, GPUs all used."""
     from nli_tune.ray_search import concurrency
-    from nli_tune.space import load_space
+    from nli_tune.study.space import load_space
 
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "cluster.yaml").read_text())
     totals: dict[str, float] = {}

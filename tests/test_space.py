@@ -9,7 +9,7 @@ import pytest
 
 from nli_tune import SPACES_DIR
 from nli_tune.core.errors import UserError
-from nli_tune.space import load_space
+from nli_tune.study.space import load_space
 
 BUNDLED = ("pooling", "smoke", "full", "gpu")
 
@@ -278,7 +278,7 @@ def test_startup_trials_default_to_a_third_and_the_pooling_space_shows_its_own(t
 
 
 def test_fold_column_names_match_what_workers_report():
-    from nli_tune.space import METRICS, fold_column
+    from nli_tune.study.space import METRICS, fold_column
 
     # tune_trial reports fold{k}_<name> for each val_<name>; the cross-fold mean is cv_<name>.
     assert fold_column("cv_roc_auc_within", 2) == "fold2_roc_auc_within"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from nli_tune import SAMPLE_DIR
-from nli_tune.evidence import post_spans
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import load_redsm5
+from nli_tune.units.evidence import post_spans
 from tests.conftest import run_train
 
 
@@ -165,9 +165,9 @@ def test_tfidf_is_calibrated_on_the_models_calibration_posts(trained):
     `fit_calibration` on those posts gives (not a fixed 0.5)."""
     import numpy as np
 
-    from nli_tune.baselines import logit, tfidf_scores
-    from nli_tune.calibration import fit_calibration
-    from nli_tune.metrics import classification_metrics
+    from nli_tune.evaluation.baselines import logit, tfidf_scores
+    from nli_tune.evaluation.metrics import classification_metrics
+    from nli_tune.model.calibration import fit_calibration
 
     out, _, _ = trained
     metrics = json.loads((out / "metrics.json").read_text())
@@ -210,8 +210,8 @@ def test_calibrated_tfidf_without_holdout_is_the_raw_tfidf_at_one_half():
     decided at 0.5 on its own probability, as the model would be."""
     import numpy as np
 
-    from nli_tune.baselines import calibrated_tfidf, tfidf_scores
     from nli_tune.core.config import TrainConfig
+    from nli_tune.evaluation.baselines import calibrated_tfidf, tfidf_scores
 
     data = load_redsm5(SAMPLE_DIR)
     pairs = data.pairs()

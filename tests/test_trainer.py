@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nli_tune.core.config import TrainConfig
-from nli_tune.model import build_model
-from nli_tune.trainer import FoldTrainer
+from nli_tune.model.classifier import build_model
+from nli_tune.training.fold_trainer import FoldTrainer
 from tests.helpers import redsm5, unit_data
 
 # Tiny-random mechanics settings shared by every test here (fp32: exact comparisons).

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from nli_tune.ray_search import tune_distributions
-from nli_tune.space import load_space
+from nli_tune.study.space import load_space
 from nli_tune.tune_optuna import make_scheduler, make_searcher
 
 

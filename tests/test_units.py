@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nli_tune.units import (
+from nli_tune.units.segment import (
     locate,
     normalise,
     sentence_spans,

@@ -27,9 +27,9 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nli_tune.backbones import load_backbone, public_id
 from nli_tune.core.config import TrainConfig
-from nli_tune.model_files import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE
+from nli_tune.model.backbones import load_backbone, public_id
+from nli_tune.model.files import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE
 
 # DoRA targets: attention only, or attention plus the MLP (published results favour the
 # latter even on small data; a probe here did not, at one lr: so it is searchable).

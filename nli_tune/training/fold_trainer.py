@@ -30,13 +30,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from nli_tune.aggregate import aggregate
-from nli_tune.calibration import Calibration, fit_calibration
 from nli_tune.core.config import TrainConfig
-from nli_tune.encoding import UnitData, bucketed_batches, pair_lengths
-from nli_tune.metrics import post_metrics
+from nli_tune.evaluation.metrics import post_metrics
+from nli_tune.evaluation.scoring import PostScores, forward_pairs, score_posts
+from nli_tune.model.aggregate import aggregate
+from nli_tune.model.calibration import Calibration, fit_calibration
+from nli_tune.pairs.encoding import UnitData, bucketed_batches, pair_lengths
 from nli_tune.redsm5.folds import calibration_split
-from nli_tune.scoring import PostScores, forward_pairs, score_posts
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"

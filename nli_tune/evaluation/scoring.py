@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nli_tune.aggregate import aggregate, top_units
-from nli_tune.encoding import UnitData, collate, pair_lengths, sorted_batches
+from nli_tune.model.aggregate import aggregate, top_units
+from nli_tune.pairs.encoding import UnitData, collate, pair_lengths, sorted_batches
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nli_tune.redsm5.load import ReDSM5, criterion_keys
-from nli_tune.units import locate, sentence_spans, units_overlapping, window_spans
+from nli_tune.units.segment import locate, sentence_spans, units_overlapping, window_spans
 
 UNIT_MAX_WORDS = 64  # a longer "sentence" (no punctuation) is cut into 64-word pieces
 

@@ -24,8 +24,8 @@ import torch
 
 from nli_tune.core.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
 from nli_tune.core.errors import UserError
-from nli_tune.evidence import UnitTable
 from nli_tune.redsm5.load import criteria, criterion_keys
+from nli_tune.units.evidence import UnitTable
 
 # Plain-text separators: the pretrained LM reads them as section breaks.
 SEPARATOR = "\n\nPost: "  # criterion_first: between the criterion and the unit
@@ -252,7 +252,7 @@ def assemble(
 def encode_units(tokenizer, data, cfg) -> UnitData:
     """A ReDSM5 set's units under `cfg` (unit kind, windows, max_length, pair order,
     hypothesis, pairing), ready for the trainer: segment, locate evidence, tokenize, assemble."""
-    from nli_tune.evidence import build_units
+    from nli_tune.units.evidence import build_units
 
     table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
     tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)

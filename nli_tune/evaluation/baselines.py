@@ -9,8 +9,8 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from nli_tune.calibration import Calibration, fit_calibration
-from nli_tune.metrics import pair_metrics
+from nli_tune.evaluation.metrics import pair_metrics
+from nli_tune.model.calibration import Calibration, fit_calibration
 from nli_tune.redsm5.folds import calibration_split
 
 
