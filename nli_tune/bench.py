@@ -320,7 +320,7 @@ def _fold_figures(tok) -> dict[str, float]:
     data = load_redsm5(cfg.data_dir)
     units = encode_units(tok, data, cfg)
     plan = make_folds(data.pairs(), space.folds, cfg.test_fraction, cfg.seed)  # the search's
-    worker_threads = space.worker_threads  # as tune_trial gives a fold worker
+    worker_threads = space.worker_threads  # as tuning.trial gives a fold worker
     alone = fold_epoch_seconds(cfg, units, plan, worker_threads)
     print(
         f"folds: epoch 1 of {space.folds} folds, each alone on {worker_threads} thread(s): "

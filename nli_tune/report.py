@@ -137,9 +137,9 @@ def log_to_mlflow(files: SearchFiles, page: Path) -> None:
     if not uri or not run_id:
         print("note: best_config.yaml names no MLflow run: the report was not logged")
         return
-    from nli_tune.tracking import _client
+    from nli_tune.tracking.runs import mlflow_client
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     client.log_artifact(run_id, str(page))
     client.log_artifacts(run_id, str(files.run_dir / PLOTS_DIR), artifact_path=PLOTS_DIR)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from nli_tune.core.errors import UserError, first_line, run_cli
-from nli_tune.ray_search import PENDING_FILE, STUDY_FILE  # no Ray at import: see run_search
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
+from nli_tune.study.run_files import PENDING_FILE, STUDY_FILE
 from nli_tune.study.space import SearchSpace, fold_column, load_space
 
 # Ray Train/Tune settings for short, many-epoch trials (read by the driver, controller and
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     # Workers get spans, labels and token ids: the unit texts stay in this process.
     units = {kind: (replace(t, texts=[]), shared_units[kind]) for kind, t in tables.items()}
 
-    from nli_tune.ray_search import SearchInterrupted, run_search
+    from nli_tune.tuning.tuner import SearchInterrupted, run_search
 
     try:
         best = run_search(
@@ -340,17 +340,17 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
     import yaml
 
     from nli_tune.core.outputs import atomic_write_text, read_table
-    from nli_tune.ray_search import RESULTS_FILE, _open_parent, load_search_id
-    from nli_tune.tracking import Tracker, replay_pending
+    from nli_tune.study.run_files import RESULTS_FILE, load_search_id
+    from nli_tune.tracking.runs import Tracker, open_search_run, replay_pending
 
     pending = run_dir / PENDING_FILE
     search_id = load_search_id(run_dir)
     try:
-        exp_id, parent_id = _open_parent(args.mlflow_uri, space, search_id, "")
+        exp_id, parent_id = open_search_run(args.mlflow_uri, space, search_id, "")
         tracker = Tracker(args.mlflow_uri, exp_id, parent_id, search_id)
         n = replay_pending(pending, tracker)
         runs = tracker.trial_runs()
-    except Exception as err:  # UserError: _open_parent could not reach or use MLflow
+    except Exception as err:  # UserError: open_search_run could not reach or use MLflow
         reason = first_line(err)
         if not isinstance(err, UserError):
             name = type(err).__name__

@@ -575,7 +575,7 @@ def test_search_without_dashboard_frees_each_trials_workers(tmp_path, ray_addres
 SWEEP_IN_ANOTHER_JOB = """
 import ray
 from ray.util.placement_group import placement_group, placement_group_table
-from nli_tune.driver_callbacks import sweep_orphan_placement_groups
+from nli_tune.tuning.driver_callbacks import sweep_orphan_placement_groups
 ray.init(address="auto", logging_level="ERROR")
 own = placement_group([{"CPU": 0.01}])
 ray.get(own.ready())
@@ -692,7 +692,7 @@ def test_disk_trouble_exits_2_before_ray_starts_and_writes_nothing(tmp_path, tro
 
 def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
     from nli_tune.core.errors import UserError
-    from nli_tune.ray_search import resolve_search_id, save_search_id
+    from nli_tune.study.run_files import resolve_search_id, save_search_id
     from nli_tune.study.space import load_space
 
     space = load_space(str(_space(tmp_path, "ids")))
@@ -716,8 +716,8 @@ def test_fresh_searches_get_their_own_id_and_a_resume_must_match(tmp_path):
 )
 def test_concurrency_packs_fractional_gpus_per_gpu(folds, share, gpus, fit):
     from nli_tune.core.errors import UserError
-    from nli_tune.ray_search import concurrency
     from nli_tune.study.space import SearchSpace
+    from nli_tune.tuning.tuner import concurrency
 
     space = SearchSpace("g", 8, folds, "asha", {}, {}, cpus_per_worker=1, gpus_per_worker=share)
     if fit == 0:  # 5 x 0.4: 2 fit on each GPU, so 2 GPUs hold 4 of the 5 workers
@@ -766,8 +766,8 @@ def test_cluster_yaml_passes_rays_schema():
 def test_gpu_spaces_fill_the_cluster_yaml_from_its_start(name):
     """The search sizes its concurrency from the resources present when it starts, so the
     launcher's starting cluster must fit the GPU spaces, GPUs all used."""
-    from nli_tune.ray_search import concurrency
     from nli_tune.study.space import load_space
+    from nli_tune.tuning.tuner import concurrency
 
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "cluster.yaml").read_text())
     totals: dict[str, float] = {}
@@ -810,7 +810,7 @@ def test_trial_too_big_for_the_cluster_fails_at_once_and_writes_nothing(tmp_path
 
 
 def test_aggregate_skips_folds_without_an_auc():
-    from nli_tune.tune_trial import FOLD_METRICS, aggregate
+    from nli_tune.tuning.trial import FOLD_METRICS, cross_fold_mean
 
     def report(fold, f1, auc):
         return {n: 0.0 for n in FOLD_METRICS} | {
@@ -823,7 +823,7 @@ def test_aggregate_skips_folds_without_an_auc():
         }
 
     # Reports arrive in any order; fold 1's validation split had one class (AUC NaN).
-    out = aggregate([report(2, 0.6, 0.9), report(0, 0.4, 0.7), report(1, 0.5, float("nan"))])
+    out = cross_fold_mean([report(2, 0.6, 0.9), report(0, 0.4, 0.7), report(1, 0.5, float("nan"))])
     assert out["epoch"] == 2 and out["folds_stopped"] == 1
     assert out["cv_macro_f1"] == pytest.approx(0.5)
     assert out["cv_macro_f1_std"] == pytest.approx(np.std([0.4, 0.5, 0.6]))

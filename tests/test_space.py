@@ -159,7 +159,7 @@ def test_value_range_is_what_optuna_really_samples(tmp_path):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from nli_tune.ray_search import tune_distributions
+    from nli_tune.tuning.tuner import tune_distributions
 
     path = tmp_path / "ranges.yaml"
     path.write_text(RANGES)
@@ -280,7 +280,7 @@ def test_startup_trials_default_to_a_third_and_the_pooling_space_shows_its_own(t
 def test_fold_column_names_match_what_workers_report():
     from nli_tune.study.space import METRICS, fold_column
 
-    # tune_trial reports fold{k}_<name> for each val_<name>; the cross-fold mean is cv_<name>.
+    # tuning.trial reports fold{k}_<name> for each val_<name>; the cross-fold mean is cv_<name>.
     assert fold_column("cv_roc_auc_within", 2) == "fold2_roc_auc_within"
     assert fold_column("cv_pr_auc", "") == "fold_pr_auc"
     assert len({fold_column(m, 0) for m in METRICS}) == len(METRICS)

@@ -4,9 +4,9 @@ import optuna
 import pytest
 import yaml
 
-from nli_tune.ray_search import tune_distributions
 from nli_tune.study.space import load_space
-from nli_tune.tune_optuna import make_scheduler, make_searcher
+from nli_tune.tuning.optuna_search import make_scheduler, make_searcher
+from nli_tune.tuning.tuner import tune_distributions
 
 
 def _space(tmp_path, **extra):
@@ -82,7 +82,7 @@ def test_a_resumed_stored_study_has_each_trial_once(tmp_path, caplog):
     started after it (a kill lost it from Tune, which creates trial d instead)."""
     import pickle
 
-    from nli_tune.tune_optuna import TUNE_ID_ATTR
+    from nli_tune.tuning.optuna_search import TUNE_ID_ATTR
 
     space = _space(tmp_path, points_to_evaluate=[{"lr": 1e-4}])
     db = tmp_path / "optuna.db"
@@ -121,3 +121,17 @@ def test_a_resumed_stored_study_has_each_trial_once(tmp_path, caplog):
     assert sum(t.params["lr"] == 1e-4 for t in study.trials) == 1  # not enqueued again
     assert by_tune["d"].params["lr"] == lost_lr
     assert study.metric_names == [metric]  # optuna-dashboard labels the value with it
+
+
+def test_resuming_a_search_saved_before_the_package_layout_is_one_line(tmp_path):
+    """Tune's tuner.pkl names our classes by module path; one from the flat layout (here a
+    searcher in nli_tune.tune_optuna) cannot load: a user error, not Tune's traceback."""
+    from ray import tune
+
+    from nli_tune.core.errors import UserError
+    from nli_tune.tuning.trial import run_trial
+    from nli_tune.tuning.tuner import _restore
+
+    (tmp_path / "tuner.pkl").write_bytes(b"cnli_tune.tune_optuna\nRungAwareOptunaSearch\n.")
+    with pytest.raises(UserError, match=r"No module named 'nli_tune.tune_optuna'.*--output"):
+        _restore(tune, str(tmp_path), run_trial)

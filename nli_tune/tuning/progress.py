@@ -96,7 +96,7 @@ class ProgressLines(tune.Callback):
         self.say(f"{self._tag(trial)} {how} after {epochs} {unit}{tail}", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import trial_failure
+        from nli_tune.tuning.trial import trial_failure
 
         self.say(
             f"{self._tag(trial)} restarting after: {trial_failure(trial)[:100]}"
@@ -105,6 +105,6 @@ class ProgressLines(tune.Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import trial_failure
+        from nli_tune.tuning.trial import trial_failure
 
         self.say(f"{self._tag(trial)} FAILED: {trial_failure(trial)}", flush=True)

@@ -24,9 +24,9 @@ import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
 
-from nli_tune.driver_callbacks import release_placement_group
 from nli_tune.redsm5.load import criterion_keys
 from nli_tune.study.space import scored_epochs
+from nli_tune.tuning.driver_callbacks import release_placement_group
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
@@ -140,7 +140,7 @@ class Gate:
         return [self._controller]  # in a list: a bare handle would be awaited as a ref
 
 
-def aggregate(reports: list[dict]) -> dict[str, Any]:
+def cross_fold_mean(reports: list[dict]) -> dict[str, Any]:
     """K workers' metrics for one epoch -> the cross-fold numbers Tune sees."""
     by_fold = sorted(reports, key=lambda m: m["fold"])
     scores = np.array([m["val_macro_f1"] for m in by_fold], dtype=float)
@@ -191,7 +191,7 @@ class GateCallback(ray.train.UserCallback):
         if not self._introduced:  # so the trial can abort this controller when Tune stops it
             self.gate.set_controller.remote([ray.get_runtime_context().current_actor])
             self._introduced = True
-        self.gate.push.remote(aggregate(metrics))  # no ray.get: the controller is async
+        self.gate.push.remote(cross_fold_mean(metrics))  # no ray.get: the controller is async
 
     def after_exception(self, run_context, worker_exceptions):
         # A worker raised or died (killed, OOM, node lost): Ray Train restarts the group

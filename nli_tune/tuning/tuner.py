@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,15 @@ import pandas as pd
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError, first_line
+from nli_tune.study.run_files import (
+    EPOCHS_FILE,
+    PENDING_FILE,
+    RESULTS_FILE,
+    STUDY_FILE,
+    resolve_search_id,
+    save_search_id,
+)
 from nli_tune.study.space import SearchSpace, fold_column
-
-EPOCHS_FILE = "epochs.csv"  # in the run folder: every trial's cross-fold numbers per epoch
-RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
-PENDING_FILE = "mlflow_pending.jsonl"  # in the run folder: records MLflow could not take yet
-IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
-STUDY_FILE = "optuna.db"  # in the run folder: the Optuna study, for optuna-dashboard
 
 
 def start_ray(args, env: dict[str, str]):
@@ -109,15 +109,16 @@ def run_search(
     import optuna
     from ray import tune
 
-    from nli_tune.driver_callbacks import (
+    from nli_tune.tracking.runs import absolute_uri, open_search_run
+    from nli_tune.tuning.driver_callbacks import (
         ReleaseWorkerGroups,
         TrialClock,
         sweep_orphan_placement_groups,
     )
-    from nli_tune.progress import ProgressLines
-    from nli_tune.tracking import MlflowTrialCallback, absolute_uri
-    from nli_tune.tune_optuna import make_scheduler, make_searcher
-    from nli_tune.tune_trial import run_trial
+    from nli_tune.tuning.mlflow_callback import MlflowTrialCallback
+    from nli_tune.tuning.optuna_search import make_scheduler, make_searcher
+    from nli_tune.tuning.progress import ProgressLines
+    from nli_tune.tuning.trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t
@@ -129,7 +130,7 @@ def run_search(
     try:
         resources = ray.cluster_resources()
         max_concurrent = concurrency(space, resources)
-        exp_id, parent_id = _open_parent(args.mlflow_uri, space, search_id, fingerprint)
+        exp_id, parent_id = open_search_run(args.mlflow_uri, space, search_id, fingerprint)
         # First files only now: every check that can fail on the user's input has passed.
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(space.source, run_dir / "space.yaml")
@@ -174,14 +175,12 @@ def run_search(
         )
         clock = TrialClock()  # the trials' wall time, for their overhead in cv_results.csv
         # A trial restarted on another node, or resumed, re-reports its restored epoch (see
-        # tune_trial.fold_worker); Optuna keeps the first, equal, value and warns.
+        # tuning.trial.fold_worker); Optuna keeps the first, equal, value and warns.
         warnings.filterwarnings(
             "ignore", r"The reported value is ignored because this `step=", UserWarning
         )
         if args.resume:
-            tuner = tune.Tuner.restore(
-                exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
+            tuner = _restore(tune, exp_path, trainable)
         else:
             scheduler = make_scheduler(space, max_epochs)
             # A fresh search's study starts empty (one left by a search whose Tune state
@@ -234,102 +233,21 @@ def run_search(
         ray.shutdown()
 
 
-def _open_parent(uri: str, space: SearchSpace, search_id: str, fingerprint: str):
-    """(experiment id, parent run id); an unusable --mlflow-uri is the user's error, found
-    before the search writes anything of its own."""
-    from nli_tune.tracking import open_parent_run
-    from nli_tune.ui import experiment_tags
-
+def _restore(tune, exp_path: str, trainable):
+    """Tune's saved state holds our searcher and callbacks by module path; a search that an
+    nli_tune from before the package layout (nli_tune.tune_optuna, ...) started cannot be
+    unpickled by this one: say so in a line instead of Tune's traceback."""
     try:
-        return open_parent_run(
-            uri,
-            space.name,
-            search_id,
-            params={
-                "num_samples": space.num_samples,
-                "folds": space.folds,
-                "scheduler": space.scheduler,
-                "seed": space.seed,
-                "scheduler_metric": space.scheduler_metric,
-                "searcher_metric": space.searcher_metric,
-                "startup_trials": space.n_startup_trials,
-                # Validation is scored at these epochs only (and each trial's last).
-                "scored_epochs": ",".join(map(str, space.rungs())) or "every",
-            },
-            tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
-            experiment_tags=experiment_tags(
-                space.searcher_metric, space.scheduler_metric, list(space.params)
-            ),
+        return tune.Tuner.restore(
+            exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
-    except Exception as err:
-        reason = first_line(err)
+    except (ModuleNotFoundError, AttributeError) as err:
+        if "nli_tune" not in str(err):
+            raise
         raise UserError(
-            f"--mlflow-uri {uri}: MLflow cannot use it ({type(err).__name__}: {reason})"
-        ) from err
-
-
-def search_identity(space: SearchSpace, fingerprint: str) -> dict[str, Any]:
-    """What a resumed search must share with the interrupted one (resources may change)."""
-    identity = {
-        "num_samples": space.num_samples,
-        "folds": space.folds,
-        "seed": space.seed,
-        "scheduler": space.scheduler,
-        "grace_period": space.grace_period,
-        "reduction_factor": space.reduction_factor,
-        "params": space.params,
-        "fixed": space.fixed,
-        "points_to_evaluate": space.points_to_evaluate,
-        "scheduler_metric": space.scheduler_metric,
-        "searcher_metric": space.searcher_metric,
-        "startup_trials": space.n_startup_trials,
-        "data_fingerprint": fingerprint,
-    }
-    return json.loads(json.dumps(identity, default=str))  # as it reads back from the file
-
-
-def resolve_search_id(
-    space: SearchSpace, fingerprint: str, run_dir: Path, resume: bool
-) -> tuple[str, dict[str, Any]]:
-    """A new id per fresh search (its MLflow runs are found by it, so a second search of
-    the same space and data never reopens the first one's); on --resume the saved id, once
-    the space, flags and data are checked to be the interrupted search's."""
-    identity = search_identity(space, fingerprint)
-    if not resume:
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-        return f"{space.name}-{fingerprint[:8]}-{space.seed}-{stamp}", identity
-    path = run_dir / IDENTITY_FILE
-    if not path.is_file():
-        raise UserError(
-            f"--resume: {path} is missing (an older nli_tune started that search); start "
-            f"afresh with another --output"
-        )
-    saved = json.loads(path.read_text())
-    for key, then in saved["identity"].items():
-        now = identity.get(key)
-        if now != then:
-            raise UserError(
-                f"--resume: {key} is {_brief(now)} now but was {_brief(then)} in the "
-                f"interrupted search ({path}); resume with the same space file, flags and "
-                f"--data-dir"
-            )
-    return saved["search_id"], identity
-
-
-def load_search_id(run_dir: Path) -> str:
-    return json.loads((run_dir / IDENTITY_FILE).read_text())["search_id"]
-
-
-def save_search_id(run_dir: Path, search_id: str, identity: dict[str, Any], uri: str) -> None:
-    """The id, what a resume must match, and the MLflow store (`nli_tune.ui` opens it)."""
-    saved = {"search_id": search_id, "identity": identity, "mlflow_uri": uri}
-    text = json.dumps(saved, indent=2)
-    (run_dir / IDENTITY_FILE).write_text(text)
-
-
-def _brief(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+            f"--resume: {exp_path} was written by an older nli_tune ({first_line(err)}); "
+            f"finish it with that version, or start this search again with another --output"
+        ) from None
 
 
 class SearchInterrupted(Exception):
@@ -348,8 +266,8 @@ def export(
     grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str, clock=None
 ) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
-    from nli_tune.tracking import absolute_uri, epoch_status
-    from nli_tune.tune_trial import failure_line
+    from nli_tune.tracking.runs import absolute_uri, epoch_status
+    from nli_tune.tuning.trial import failure_line
 
     run_ids = mlflow_cb.trial_runs()
     base_epochs = space.trial_config({}).epochs

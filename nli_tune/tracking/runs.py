@@ -1,23 +1,21 @@
-"""MLflow tracking from the search driver only (sqlite allows one writer).
+"""MLflow runs of a search, written from the search driver only (sqlite allows one writer).
 
-One parent run per search and one nested run per trial (`mlflow.parentRunId`). Ray's own
-MLflow callback has no nested runs, so this Tune callback writes them. It runs in the
-driver process; on `--resume` it finds the existing runs by tag instead of duplicating.
-While MLflow is unreachable its records wait in a file next to the outputs; `--resume`
-replays them.
+One parent run per search and one nested run per trial (`mlflow.parentRunId`); the Tune
+callback that feeds them is tuning/mlflow_callback.py, and this module imports no Ray. On
+`--resume` runs are found by tag instead of duplicated. While MLflow is unreachable the
+records wait in a file next to the outputs; `--resume` replays them.
 Only ids, params, metrics and counts are logged, never post text.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-from nli_tune.core.errors import first_line
+from nli_tune.core.errors import UserError, first_line
+from nli_tune.study.space import SearchSpace
+from nli_tune.tracking.views import experiment_tags
 
 PARENT_ROLE, TRIAL_ROLE = "search", "trial"
 
@@ -38,7 +36,8 @@ def absolute_uri(uri: str) -> str:
     return prefix + str(Path(uri[len(prefix) :]).resolve())
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
+    """An MlflowClient on `uri`, with MLflow's and alembic's INFO chatter off."""
     import logging
 
     import mlflow
@@ -60,7 +59,7 @@ def open_parent_run(
 ) -> tuple[str, str]:
     """(experiment id, parent run id): found by `search_id` tag on resume, else created.
     `experiment_tags` are set every time: the latest search decides the experiment's view."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     for key, value in (experiment_tags or {}).items():
@@ -78,6 +77,37 @@ def open_parent_run(
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     return exp_id, run.info.run_id
+
+
+def open_search_run(uri: str, space: SearchSpace, search_id: str, fingerprint: str):
+    """(experiment id, parent run id); an unusable --mlflow-uri is the user's error, found
+    before the search writes anything of its own."""
+    try:
+        return open_parent_run(
+            uri,
+            space.name,
+            search_id,
+            params={
+                "num_samples": space.num_samples,
+                "folds": space.folds,
+                "scheduler": space.scheduler,
+                "seed": space.seed,
+                "scheduler_metric": space.scheduler_metric,
+                "searcher_metric": space.searcher_metric,
+                "startup_trials": space.n_startup_trials,
+                # Validation is scored at these epochs only (and each trial's last).
+                "scored_epochs": ",".join(map(str, space.rungs())) or "every",
+            },
+            tags={"data_fingerprint": fingerprint[:16], "space": str(space.source)},
+            experiment_tags=experiment_tags(
+                space.searcher_metric, space.scheduler_metric, list(space.params)
+            ),
+        )
+    except Exception as err:
+        reason = first_line(err)
+        raise UserError(
+            f"--mlflow-uri {uri}: MLflow cannot use it ({type(err).__name__}: {reason})"
+        ) from err
 
 
 class Tracker:
@@ -99,7 +129,7 @@ class Tracker:
     @property
     def client(self):
         if self._client is None:
-            self._client = _client(self.uri)
+            self._client = mlflow_client(self.uri)
         return self._client
 
     def apply(self, record: dict[str, Any]) -> None:
@@ -181,168 +211,6 @@ class Tracker:
             f"and attributes.status != 'RUNNING'",
         )
         return {r.data.tags["trial_id"] for r in runs}
-
-
-# Per-epoch trial numbers logged besides cv_*, fold*, worker_* (see tune_trial.aggregate).
-TRIAL_NUMBERS = ("folds_stopped", "epoch_compute_s", "compute_s")
-
-
-class MlflowTrialCallback(tune.Callback):
-    """Nested MLflow run per Tune trial: params, per-epoch metrics, final status.
-
-    Once MLflow fails (a server that went away, a full disk), it says so in one line and
-    keeps every later record in `pending` (JSON lines) instead: training goes on, and
-    `replay_pending` writes them once MLflow is back (the search's --resume does).
-    """
-
-    def __init__(
-        self,
-        uri: str,
-        exp_id: str,
-        parent_id: str,
-        search_id: str,
-        base_config: dict[str, Any],
-        pending: Path,
-        say=print,
-    ):
-        self.uri, self.exp_id, self.parent_id = uri, exp_id, parent_id
-        self.search_id = search_id
-        self.base_config = base_config  # training keys every trial shares, logged as params
-        self.pending, self.say = pending, say
-        self._reset()
-
-    def _reset(self) -> None:
-        self.tracker = Tracker(self.uri, self.exp_id, self.parent_id, self.search_id)
-        self._ended: set[str] = set()  # trials that ended this session
-
-    def __getstate__(self):  # Tune pickles callbacks into its experiment state
-        state = self.__dict__.copy()
-        state.update(tracker=None, say=None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.say = print
-        self._reset()
-
-    @property
-    def offline(self) -> bool:
-        """Records are waiting in the pending file: later ones queue behind them, in order
-        (the file, not a flag, decides: Tune may run a restored copy of this callback)."""
-        return self.pending.exists()
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Apply a record now, or keep it for later once MLflow has failed."""
-        if not self.offline:
-            try:
-                self.tracker.apply(record)
-                return
-            except Exception as err:
-                reason = first_line(err, 120)
-                self.say(
-                    f"MLflow failed ({type(err).__name__}: {reason}); the search goes on and "
-                    f"keeps its MLflow records in {self.pending}; --resume replays them",
-                    flush=True,
-                )
-        with self.pending.open("a") as f:
-            # default=str: a numpy number in a sampled config must not stop the search
-            f.write(json.dumps(record, default=str) + "\n")
-
-    def trial_runs(self) -> dict[str, str]:
-        """trial_id -> run_id; while MLflow is unreachable, the runs this session created or
-        found before it went away (a replay fills in the others)."""
-        if not self.offline:
-            try:
-                return self.tracker.trial_runs()
-            except Exception:
-                pass
-        return self.tracker.known_runs()
-
-    def ended_trials(self) -> set[str]:
-        """Trials Tune really ended, this session or an earlier one. A Ctrl-C marks the
-        running trials TERMINATED in Tune's own result objects without ending them through
-        this callback, so their runs stay RUNNING."""
-        ended = set(self._ended) | {
-            r["trial_id"] for r in read_pending(self.pending) if r["kind"] == "trial_end"
-        }
-        if not self.offline:
-            try:
-                ended |= self.tracker.ended_trials()
-            except Exception:
-                pass  # what this session saw end is enough to judge its own trials
-        return ended
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        params = self.base_config | dict(trial.config)  # the whole training config
-        self.write({"kind": "trial_start", "trial_id": trial.trial_id, "params": params})
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        metrics = {
-            k: float(v)
-            for k, v in result.items()
-            if (k.startswith(("cv_", "fold", "worker_")) or k in TRIAL_NUMBERS)
-            and isinstance(v, int | float)
-        }
-        tags = {}
-        if result.get("worker_failures"):  # Ray Train restarted the folds: say so on the run
-            tags = {
-                "worker_failures": str(int(result["worker_failures"])),
-                "last_worker_failure": str(result.get("last_worker_failure", "")),
-            }
-        self.write(
-            {
-                "kind": "epoch",
-                "trial_id": trial.trial_id,
-                "step": int(result["epoch"]),
-                "time": int(time.time() * 1000),
-                "metrics": metrics,
-                "tags": tags,
-            }
-        )
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import trial_failure
-
-        tags = {  # Tune restarts the trial (its driver was lost): say why
-            "trial_restarts": str(trial.run_metadata.num_failures),
-            "last_restart_reason": trial_failure(trial),
-        }
-        self.write({"kind": "trial_tags", "trial_id": trial.trial_id, "tags": tags})
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        epochs = int((trial.last_result or {}).get("epoch", 0))
-        status = epoch_status(epochs, trial.config, self.base_config["epochs"])
-        self._finish(trial, {"status": status, "epochs_run": str(epochs)}, "FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        from nli_tune.tune_trial import trial_failure
-
-        epochs = int((trial.last_result or {}).get("epoch", 0))
-        tags = {"status": "failed", "epochs_run": str(epochs)}
-        self._finish(trial, tags | {"error": trial_failure(trial)}, "FAILED")
-
-    def _finish(self, trial, tags: dict[str, str], mlflow_status: str) -> None:
-        self._ended.add(trial.trial_id)
-        record = {"kind": "trial_end", "trial_id": trial.trial_id, "tags": tags}
-        self.write(record | {"status": mlflow_status})
-
-    def on_experiment_end(self, trials, **info):
-        # A hard kill can lose a just-started trial from Tune's snapshot; its run would
-        # duplicate the trial Tune re-creates on resume, so it is removed.
-        if self.offline:
-            return
-        known = {t.trial_id for t in trials}
-        client = self.tracker.client
-        try:
-            for run in client.search_runs(
-                [self.exp_id],
-                f"tags.search_id = '{self.search_id}' and tags.role = "
-                f"'{TRIAL_ROLE}' and attributes.status = 'RUNNING'",
-            ):
-                if run.data.tags.get("trial_id") not in known:
-                    client.delete_run(run.info.run_id)
-        except Exception as err:  # tidying only: never fail a finished search on it
-            self.say(f"note: could not tidy MLflow runs ({type(err).__name__})", flush=True)
 
 
 def read_pending(path: Path) -> list[dict[str, Any]]:
