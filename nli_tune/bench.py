@@ -3,7 +3,7 @@
     python -m nli_tune.bench [--quick | --main-job] [--output bench.json] [--skip-search]
                              [--hf-epochs 2] [--asha-off]
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
-    python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see bench_gpu.py
+    python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see measure/gpu.py
     python -m nli_tune.bench learning [--seeds ...]  # does the default learn: bench_learning.py
     python -m nli_tune.bench rungs RUN_DIR [--output F]  # can a search's epochs be trusted
 
@@ -133,17 +133,17 @@ def goal_table(
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["quality"]:  # the side-by-side quality table (see quality.py)
-        from nli_tune import quality
+        from nli_tune.measure import quality
 
         return quality.main(argv[1:])
     if argv[:1] == ["rungs"]:  # rung_rank_correlation of a finished search's epochs.csv
         return rungs_main(argv[1:])
     if argv[:1] == ["learning"]:  # does the default learn? (see bench_learning.py)
-        from nli_tune import bench_learning
+        from nli_tune.measure import learning as bench_learning
 
         return bench_learning.main(argv[1:])
-    if argv[:1] == ["gpu"]:  # the GPU bench: refuses to run without CUDA (see bench_gpu.py)
-        from nli_tune import bench_gpu
+    if argv[:1] == ["gpu"]:  # the GPU bench: refuses to run without CUDA (see measure/gpu.py)
+        from nli_tune.measure import gpu as bench_gpu
 
         return bench_gpu.main(argv[1:])
     p = argparse.ArgumentParser(
@@ -284,7 +284,7 @@ def _trainer_figures(args, tok) -> dict[str, float]:
     """Our fold trainer against transformers.Trainer (bench_trainer.py) on fold 0 of the
     bundled sample, with the search's defaults (sentence units, 3 negatives per positive)."""
     from nli_tune import SAMPLE_DIR
-    from nli_tune.bench_trainer import compare_with_hf_trainer
+    from nli_tune.measure.hf_trainer import compare_with_hf_trainer
     from nli_tune.redsm5.folds import make_folds
 
     cfg = TrainConfig(model=args.model, num_layers=args.num_layers, epochs=args.hf_epochs)
@@ -310,8 +310,8 @@ def _fold_figures(tok) -> dict[str, float]:
     alone (the slowest) and the K folds serially (the sum; the seed ran them so, on every
     thread: 68 s against 112 s here). The search then times the same epoch with the K
     folds side by side."""
-    from nli_tune.bench_search import MAIN_JOB_SPACE
-    from nli_tune.bench_trainer import fold_epoch_seconds
+    from nli_tune.measure.hf_trainer import fold_epoch_seconds
+    from nli_tune.measure.search_timing import MAIN_JOB_SPACE
     from nli_tune.redsm5.folds import make_folds
     from nli_tune.study.space import load_space
 
@@ -332,8 +332,8 @@ def _fold_figures(tok) -> dict[str, float]:
 def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
     from pathlib import Path
 
-    from nli_tune.bench_search import CUTS, MAIN_JOB_SPACE, asha_comparison, run_search
     from nli_tune.core.outputs import read_table
+    from nli_tune.measure.search_timing import CUTS, MAIN_JOB_SPACE, asha_comparison, run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_search(MAIN_JOB_SPACE, Path(tmp), CUTS[mode])
@@ -366,7 +366,7 @@ def rungs_main(argv: list[str]) -> int:
 
     from nli_tune.core.errors import UserError
     from nli_tune.core.outputs import read_table
-    from nli_tune.report_fidelity import rung_rank_correlation
+    from nli_tune.reporting.fidelity import rung_rank_correlation
 
     p = argparse.ArgumentParser(
         prog="python -m nli_tune.bench rungs", description=rungs_main.__doc__
@@ -401,8 +401,8 @@ def _print_rungs(table: dict) -> None:
 def _rung_figures(epochs, cut: dict | None) -> dict:
     """rung_rank_correlation of the main job's rungs (as cut) from a run without ASHA, and
     the first rung's rho on the metric ASHA prunes on; printed as a table."""
-    from nli_tune.bench_search import MAIN_JOB_SPACE
-    from nli_tune.report_fidelity import rung_rank_correlation
+    from nli_tune.measure.search_timing import MAIN_JOB_SPACE
+    from nli_tune.reporting.fidelity import rung_rank_correlation
     from nli_tune.study.space import load_space
 
     space = load_space(str(MAIN_JOB_SPACE))

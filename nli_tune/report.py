@@ -24,16 +24,16 @@ import pandas as pd
 
 from nli_tune.core.errors import UserError, run_cli
 from nli_tune.core.outputs import atomic_dir
-from nli_tune.report_data import SearchFiles, load_search, ranked, reference_rows
-from nli_tune.report_fidelity import IMPORTANCE_MIN_TRIALS, importance_epoch, values_at_epoch
-from nli_tune.report_page import render
-from nli_tune.report_plots import (
+from nli_tune.reporting.fidelity import IMPORTANCE_MIN_TRIALS, importance_epoch, values_at_epoch
+from nli_tune.reporting.page import render
+from nli_tune.reporting.plots import (
     criterion_f1_plot,
     epoch_curves_plot,
     fold_spread_plot,
     optuna_plots,
     rebuild_study,
 )
+from nli_tune.reporting.search_files import SearchFiles, load_search, ranked, reference_rows
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "report"

@@ -369,7 +369,7 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
         atomic_write_text(best, yaml.safe_dump(config, sort_keys=False))
     if (run_dir / "report.html").exists():
         from nli_tune.report import log_to_mlflow
-        from nli_tune.report_data import load_search
+        from nli_tune.reporting.search_files import load_search
 
         log_to_mlflow(load_search(run_dir), run_dir / "report.html")
     print(f"MLflow: replayed {n} records kept while it was unreachable ({pending.name})")

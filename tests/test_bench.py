@@ -42,7 +42,7 @@ def test_bucketing_beats_random_batches_on_a_long_tail():
 
 
 def test_search_timing_reads_overhead_idle_share_and_asha_savings():
-    from nli_tune.bench_search import search_timing
+    from nli_tune.measure.search_timing import search_timing
 
     # 3 trials, 2 at a time, over 100 s: 120 s of fold compute fill 60% of 2 slots x 100 s.
     table = pd.DataFrame(
@@ -72,8 +72,8 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
     """The comparison's correctness, not its timings: both loops saw the same examples
     (it raises otherwise) and the same real tokens, and each side really trained."""
     from nli_tune import SAMPLE_DIR
-    from nli_tune.bench_trainer import compare_with_hf_trainer
     from nli_tune.core.config import TrainConfig
+    from nli_tune.measure.hf_trainer import compare_with_hf_trainer
     from nli_tune.model.classifier import build_model
     from nli_tune.pairs.encoding import encode_units
     from nli_tune.redsm5.folds import make_folds
@@ -127,7 +127,7 @@ def test_goal_table_puts_each_figure_beside_its_peer():
 
 
 def test_first_point_epoch_is_read_from_the_trial_that_ran_the_point():
-    from nli_tune.bench_search import first_point_epoch_s
+    from nli_tune.measure.search_timing import first_point_epoch_s
 
     table = pd.DataFrame(
         {"trial_id": ["17063e69", "00812345"], "pooling": ["cls", "mean"], "lr": [2e-3, 1.5e-3]}
@@ -162,7 +162,7 @@ def test_a_report_only_goal_is_printed_but_not_judged():
 
 
 def test_asha_comparison_counts_epochs_and_the_best_score_given_up():
-    from nli_tune.bench_search import asha_comparison, search_timing
+    from nli_tune.measure.search_timing import asha_comparison, search_timing
 
     # 4 trials of at most 3 epochs: ASHA ran 3 + 1 + 1 + 3, without it 4 x 3
     asha = pd.DataFrame(
@@ -197,7 +197,7 @@ def test_goals_a_run_cannot_judge_are_reported_not_judged():
 
 def test_rung_rank_correlation_compares_each_rung_with_the_end_per_metric():
 
-    from nli_tune.report_fidelity import rung_rank_correlation
+    from nli_tune.reporting.fidelity import rung_rank_correlation
     from nli_tune.study.space import METRICS
 
     rows = []

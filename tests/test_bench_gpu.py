@@ -7,8 +7,8 @@ import statistics
 import pytest
 import torch
 
-from nli_tune import bench_gpu
 from nli_tune.core.errors import run_cli
+from nli_tune.measure import gpu as bench_gpu
 
 
 def _layer_matrices(h, inter, heads, kv, head_dim):

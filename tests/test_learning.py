@@ -12,7 +12,7 @@ NLI_TUNE_LEARNING_LR=0 reruns this test with a broken learning rate: it fails (0
 
 import os
 
-from nli_tune.bench_learning import learning_run
+from nli_tune.measure.learning import learning_run
 
 FLOOR = 0.60  # within-criterion ROC-AUC on the 50 held-out posts; nothing learned: 0.5
 SEED = 0  # deterministic: the lowest of the five measured seeds (0.659)

@@ -18,8 +18,8 @@ from nli_tune.model.classifier import build_model
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import criterion_keys, load_redsm5
 from nli_tune.report import build_report
-from nli_tune.report_data import load_search, reference_rows, verdict
-from nli_tune.report_plots import rebuild_study
+from nli_tune.reporting.plots import rebuild_study
+from nli_tune.reporting.search_files import load_search, reference_rows, verdict
 from nli_tune.training.fold_trainer import FoldTrainer
 from tests.browser import browser_page, free_port, server, shoot
 from tests.helpers import unit_data
@@ -232,7 +232,7 @@ def test_importance_and_rung_table_compare_trials_at_one_epoch(run_dir):
     """Importance is computed over trials at one epoch (the deepest with >= 5 trials: here
     epoch 1, all 6 scored trials), not over final values that mix 1- and 4-epoch trials;
     the rung table says how epoch 1's ranking holds among the trials that ran past it."""
-    from nli_tune.report_fidelity import importance_epoch, values_at_epoch
+    from nli_tune.reporting.fidelity import importance_epoch, values_at_epoch
 
     files = load_search(run_dir)
     assert importance_epoch(files.epochs, "cv_macro_f1") == (1, 6)
@@ -250,7 +250,7 @@ def test_importance_and_rung_table_compare_trials_at_one_epoch(run_dir):
 
 
 def test_final_section_shows_every_rows_ranking_metrics_and_tfidf_rule():
-    from nli_tune.report_page import final_html
+    from nli_tune.reporting.page import final_html
 
     def row(f1, auc, within, pr, threshold):
         ci = [f1 - 0.1, f1 + 0.1]

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from nli_tune import SPACES_DIR
 from nli_tune.core.outputs import read_table
 from nli_tune.study.space import DEFAULT_METRIC, load_space
 
-MAIN_JOB_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "pooling.yaml"
+MAIN_JOB_SPACE = SPACES_DIR / "pooling.yaml"
 METRIC_COLUMNS = ("cv_macro_f1", "cv_roc_auc", "cv_roc_auc_within", "cv_pr_auc", "compute_s")
 CUTS = {  # bench mode -> what it changes in the main job's space (None: nothing)
     "default": {"num_samples": 4, "fixed": {"epochs": 3}},

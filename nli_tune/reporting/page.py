@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from nli_tune.evaluation.metrics import corrected_ttest
-from nli_tune.report_data import SearchFiles, ablations, comparisons, ranked, verdict
-from nli_tune.report_fidelity import rung_rank_correlation
+from nli_tune.reporting.fidelity import rung_rank_correlation
+from nli_tune.reporting.search_files import SearchFiles, ablations, comparisons, ranked, verdict
 
 
 def _img(path: Path, alt: str, caption: str = "") -> str:

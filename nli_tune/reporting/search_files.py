@@ -19,7 +19,7 @@ from nli_tune.core.errors import UserError
 from nli_tune.core.outputs import read_table
 from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.evaluation.metrics import corrected_ttest, pair_metrics
-from nli_tune.report_fidelity import common_epoch, fold_columns, fold_values_at
+from nli_tune.reporting.fidelity import common_epoch, fold_columns, fold_values_at
 from nli_tune.study.space import SearchSpace, fold_column, load_space
 
 TOP = 5  # the best trial is compared with each other trial of the top TOP
