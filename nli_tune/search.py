@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     offline = best["mlflow_offline"]
     if not args.no_report:
-        from nli_tune.report import build_report
+        from nli_tune.reporting.build import build_report
 
         t0 = time.time()
         try:
@@ -368,7 +368,7 @@ def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:
         config["search"]["mlflow_run_id"] = runs.get(config["search"]["trial_id"], "")
         atomic_write_text(best, yaml.safe_dump(config, sort_keys=False))
     if (run_dir / "report.html").exists():
-        from nli_tune.report import log_to_mlflow
+        from nli_tune.reporting.build import log_to_mlflow
         from nli_tune.reporting.search_files import load_search
 
         log_to_mlflow(load_search(run_dir), run_dir / "report.html")

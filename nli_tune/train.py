@@ -9,7 +9,7 @@ posts held out from fitting. Writes under --output: metrics.json (test.macro_f1 
 baselines), predictions.csv (post_id, criterion, label, score, decision and the evidence
 unit's number and character span; never text), splits.json (post ids) and model/ (DoRA
 adapter + pooler/head as safetensors, config.yaml, calibration.json, and README.md: the
-Hugging Face model card, see model_card.py).
+Hugging Face model card, see model/card.py).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from nli_tune import REPO_ROOT, SAMPLE_DIR
 from nli_tune.model.backbones import public_id
+from nli_tune.model.card import INDEX_METRICS, render
 from nli_tune.redsm5.load import criterion_keys, load_redsm5
-from nli_tune.reporting.model_card import INDEX_METRICS, render
 from tests.test_train import _sentences, assert_no_post_text
 
 

@@ -17,7 +17,7 @@ from nli_tune.model.calibration import fit_calibration
 from nli_tune.model.classifier import build_model
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import criterion_keys, load_redsm5
-from nli_tune.report import build_report
+from nli_tune.reporting.build import build_report
 from nli_tune.reporting.plots import rebuild_study
 from nli_tune.reporting.search_files import load_search, reference_rows, verdict
 from nli_tune.training.fold_trainer import FoldTrainer

@@ -51,7 +51,7 @@ from transformers import Gemma3TextConfig, Gemma3TextModel
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError
 from nli_tune.core.outputs import atomic_write_text
-from nli_tune.model.backbones import _encoder_config, tiny_config
+from nli_tune.model.backbones import encoder_config, tiny_config
 from nli_tune.model.classifier import PairClassifier, wrap_backbone
 from nli_tune.training.fold_trainer import MAX_GRAD_NORM, class_weighted_loss, make_optimizer
 
@@ -98,10 +98,10 @@ FORMULA = (
 
 def gemma3_1b_text_config(tiny: bool = False) -> Gemma3TextConfig:
     """A fresh 1B text config as the product's encoder, bidirectional and without a KV cache,
-    both set at construction (backbones._encoder_config), where they take effect; tiny: the
+    both set at construction (backbones.encoder_config), where they take effect; tiny: the
     tiny-random architecture's instead (2 layers: one sliding, one full), for tests."""
     base = tiny_config(TINY_VOCAB) if tiny else Gemma3TextConfig(**GEMMA3_1B)
-    return _encoder_config(base, "tiny shape" if tiny else "gemma-3-1b shape", True, None)
+    return encoder_config(base, "tiny shape" if tiny else "gemma-3-1b shape", True, None)
 
 
 def build(

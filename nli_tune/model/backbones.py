@@ -128,7 +128,7 @@ def describe(model: torch.nn.Module) -> dict:
     }
 
 
-def _encoder_config(
+def encoder_config(
     base: Gemma3TextConfig, source: object, bidirectional: bool, num_layers: int | None
 ) -> Gemma3TextConfig:
     """Rebuild the text config so that the flag and depth are seen at construction time.
@@ -183,7 +183,7 @@ def _load_pretrained(
         text_base, key_mapping = base, None
     else:
         raise BackboneError(f"{name!r} is a {base.model_type!r} checkpoint, not a Gemma-3 one")
-    config = _encoder_config(text_base, name, bidirectional, num_layers)
+    config = encoder_config(text_base, name, bidirectional, num_layers)
     # Dropped layers and the vision tower are reported as unexpected keys by design; transformers'
     # report would bury real problems, so it is silenced and _check_loading decides instead.
     with _transformers_errors_only():
@@ -275,7 +275,7 @@ def _convert_gguf(gguf_pkg, root: Path, target: Path) -> None:
         # The de-quantized model keeps its GGUF quantizer and refuses save_pretrained, so its
         # tensors are moved into a plain model. float32 because de-quantized Q8_0/Q5_0 values
         # (fp16 scale x int) need more mantissa than bfloat16 has; storing bf16 would add error.
-        config = _encoder_config(quantized.config, "gguf", False, None)
+        config = encoder_config(quantized.config, "gguf", False, None)
         config.use_cache = True  # the cache dir should be an ordinary causal-LM checkpoint
         with torch.device("meta"):
             plain = Gemma3ForCausalLM(config)
@@ -383,7 +383,7 @@ def _tiny_random(
     bidirectional: bool, num_layers: int | None, dtype: torch.dtype
 ) -> tuple[Gemma3TextModel, PreTrainedTokenizerBase]:
     tokenizer = _tiny_tokenizer()
-    config = _encoder_config(tiny_config(len(tokenizer)), "tiny-random", bidirectional, num_layers)
+    config = encoder_config(tiny_config(len(tokenizer)), "tiny-random", bidirectional, num_layers)
     # fork_rng keeps the caller's RNG stream untouched while making the weights reproducible.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

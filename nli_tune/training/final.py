@@ -20,11 +20,11 @@ from nli_tune.core.outputs import atomic_dir
 from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.evaluation.metrics import bootstrap_macro_f1, interval, pair_metrics, post_metrics
 from nli_tune.evaluation.scoring import evidence_table
+from nli_tune.model.card import write_cards
 from nli_tune.model.classifier import build_model, parameter_counts, save_model
 from nli_tune.pairs.encoding import assemble_for, pair_format, tokenize_units
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import ReDSM5
-from nli_tune.reporting.model_card import write_cards
 from nli_tune.training.fold_trainer import FoldTrainer, autocast_dtype
 from nli_tune.units.evidence import build_units
 
