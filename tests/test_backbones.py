@@ -56,10 +56,10 @@ def sees_future(model, tokenizer) -> bool:
 
 
 def test_every_preset_is_documented_and_named_when_a_model_is_not_found():
-    # The README's model list and the not-found message are what a user reads: a preset
+    # The docs' model list and the not-found message are what a user reads: a preset
     # added to the code but not to them fails here.
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    models = readme.split("## Models", 1)[1].split("\n## ", 1)[0]
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    models = docs.split("## Models", 1)[1].split("\n## ", 1)[0]
     with pytest.raises(BackboneError) as err:
         load_backbone("./no-such-checkpoint")
     for preset in PRESETS:

@@ -17,10 +17,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from nli_tune import SAMPLE_DIR
+from nli_tune import SAMPLE_DIR, SPACES_DIR
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.outputs import read_table
 from tests.browser import browser_page, free_port, server, shoot
+from tests.helpers import doc_command
 from tests.test_train import assert_no_post_text, run_train
 
 SMOKE = {
@@ -111,9 +112,20 @@ def _runs(tmp: Path, experiment: str):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, ray_address):
+    """The smoke search exactly as docs/search.md shows it (its bundled space), pointed at
+    this session's cluster, MLflow store and outputs."""
     tmp = tmp_path_factory.mktemp("smoke")
-    stdout = _search(tmp, _space(tmp, "smoke"), ray_address)
-    return tmp, stdout
+    argv = doc_command("--space search_spaces/smoke.yaml")
+    extra = ["--output", str(tmp / "outputs"), "--mlflow-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
+    r = subprocess.run(
+        [*argv, *extra, "--address", ray_address],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    return tmp, r.stdout
 
 
 def test_smoke_cv_results_match_mlflow(smoke):
@@ -406,7 +418,7 @@ def test_no_post_text_in_search_outputs_or_mlflow(smoke):
 def test_same_seed_gives_the_same_folds_configs_and_fold_metrics(smoke, tmp_path, ray_address):
     """Determinism on CPU: a second run of the smoke search (same space, same seed)."""
     first = smoke[0] / "outputs" / "smoke"
-    _search(tmp_path, _space(tmp_path, "smoke"), ray_address, "--quiet")
+    _search(tmp_path, SPACES_DIR / "smoke.yaml", ray_address, "--quiet")
     second = tmp_path / "outputs" / "smoke"
     assert (first / "folds.json").read_text() == (second / "folds.json").read_text()
     key = ["pooling", "lr"]

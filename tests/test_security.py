@@ -54,6 +54,6 @@ def test_cluster_yaml_opens_only_ssh_and_binds_the_dashboard_to_loopback():
     head = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
     assert "0.0.0.0" not in text
-    # the README tells how to reach the dashboard: port-forwarding over SSH
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "ray dashboard cluster.yaml" in readme and "ssh -L" in readme
+    # the cluster docs tell how to reach the dashboard: port-forwarding over SSH
+    docs = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    assert "ray dashboard cluster.yaml" in docs and "ssh -L" in docs

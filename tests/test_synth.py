@@ -84,9 +84,9 @@ def test_real_format_features_present(full):
 
 
 def test_readme_command_reproduces_the_bundled_sample(tmp_path):
-    """The README's synth command (parsed from the README, not retyped) writes the bundled
+    """The docs' synth command (parsed from docs/data.md, not retyped) writes the bundled
     data/sample byte for byte: the sample is what the generator makes."""
-    readme = (SAMPLE_DIR.parent.parent / "README.md").read_text()
+    readme = (SAMPLE_DIR.parent.parent / "docs" / "data.md").read_text()
     cmd = re.search(r"python -m nli_tune.data synth --out data/sample (.*)", readme).group(1)
     args = dict(re.findall(r"--([\w-]+) (\S+)", cmd))
     synth.write(
