@@ -37,13 +37,16 @@ def positive_pairs(annotations: pd.DataFrame) -> set[tuple[str, str]]:
     return set(zip(pos.post_id, pos.DSM5_symptom, strict=True))
 
 
-def test_symptoms_are_the_nine_criteria_in_dsm_order():
-    # Against the criteria file the model is trained on (data/dsm5_criteria.json), not a
-    # copy of the generator's own tuple: a generated label the trainer does not know fails.
+def test_the_generator_has_rates_and_templates_for_every_criterion():
+    # Its labels come from the criteria file the model is trained on
+    # (data/dsm5_criteria.json); its own tables must cover each one, so a criterion added
+    # to the file without a prevalence or sentences fails here, not in a generated set.
     from nli_tune.redsm5.load import criterion_keys
 
-    assert synth.SYMPTOMS == criterion_keys()
-    assert "SPECIAL_CASE" not in synth.SYMPTOMS
+    keys = set(criterion_keys())
+    assert len(keys) == 9 and "SPECIAL_CASE" not in keys
+    assert set(synth.REAL_COUNTS) == keys | {"SPECIAL_CASE"}
+    assert keys <= set(tpl.POS) and keys <= set(tpl.NEG)
 
 
 @pytest.mark.parametrize("data", ["full", "small", "heldout"])

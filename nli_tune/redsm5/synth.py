@@ -21,27 +21,14 @@ from pathlib import Path
 import pandas as pd
 
 from nli_tune.redsm5 import synth_templates as tpl
+from nli_tune.redsm5.load import ANNOTATION_COLUMNS, NON_CRITERIA, POST_COLUMNS, criterion_keys
 
-SYMPTOMS: tuple[str, ...] = (
-    "DEPRESSED_MOOD",
-    "ANHEDONIA",
-    "APPETITE_CHANGE",
-    "SLEEP_ISSUES",
-    "PSYCHOMOTOR",
-    "FATIGUE",
-    "WORTHLESSNESS",
-    "COGNITIVE_ISSUES",
-    "SUICIDAL_THOUGHTS",
-)
-SPECIAL_CASE = "SPECIAL_CASE"
+SYMPTOMS = criterion_keys()  # the 9 criteria in DSM order (data/dsm5_criteria.json)
+(SPECIAL_CASE,) = NON_CRITERIA
 LABELS: tuple[str, ...] = (*SYMPTOMS, SPECIAL_CASE)
 
 POSTS_FILE = "redsm5_posts.csv"
 ANNOTATIONS_FILE = "redsm5_annotations.csv"
-POST_COLUMNS = ["post_id", "text"]
-ANNOTATION_COLUMNS = [
-    "post_id", "sentence_id", "sentence_text", "DSM5_symptom", "status", "explanation",
-]  # fmt: skip
 
 # Real ReDSM5 (1,484 posts): posts with at least one status-1 row per label, and posts with
 # none at all. The generator reproduces these rates at any n_posts.
@@ -388,8 +375,8 @@ def generate(
             sentence_id = f"{post_id}_{index}"
             for symptom, status, explanation in sorted(rows, key=lambda r: _INDEX[r[0]]):
                 annotations.append((post_id, sentence_id, sentence, symptom, status, explanation))
-    posts_df = pd.DataFrame(posts, columns=POST_COLUMNS)
-    ann_df = pd.DataFrame(annotations, columns=ANNOTATION_COLUMNS)
+    posts_df = pd.DataFrame(posts, columns=list(POST_COLUMNS))
+    ann_df = pd.DataFrame(annotations, columns=list(ANNOTATION_COLUMNS))
     ann_df["status"] = ann_df["status"].astype("int64")
     return posts_df, ann_df
 

@@ -19,6 +19,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from nli_tune.study.run_files import STOPPED  # noqa: E402
 from nli_tune.study.space import SearchSpace  # noqa: E402
 
 
@@ -145,7 +146,7 @@ def epoch_curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, path: Path) -
         (line,) = ax.plot(
             part["epoch"], part["cv_macro_f1"], marker="o", ms=3, lw=1, label=str(tid)[-8:]
         )
-        if status.get(tid) == "stopped early":
+        if status.get(tid) == STOPPED:
             ax.plot(
                 part["epoch"].iloc[-1],
                 part["cv_macro_f1"].iloc[-1],
@@ -153,7 +154,7 @@ def epoch_curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, path: Path) -
                 ms=9,
                 color=line.get_color(),
             )
-    ax.plot([], [], "x", color="grey", label="stopped early (ASHA)")
+    ax.plot([], [], "x", color="grey", label=f"{STOPPED} (ASHA)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("cv macro-F1 (mean over folds)")

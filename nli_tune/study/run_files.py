@@ -19,6 +19,17 @@ RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
 PENDING_FILE = "mlflow_pending.jsonl"  # in the run folder: records MLflow could not take yet
 IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
 STUDY_FILE = "optuna.db"  # in the run folder: the Optuna study, for optuna-dashboard
+# A trial's status in cv_results.csv, MLflow (tag status), the progress lines and the report.
+COMPLETED = "completed"  # ran all of its own epochs
+STOPPED = "stopped early"  # ASHA stopped it at a rung
+FAILED = "failed"  # its training raised, after Ray Train's retries
+
+
+def epoch_status(epochs_run: int, config: dict[str, Any], default_epochs: int) -> str:
+    """COMPLETED if a trial ran all of its own epochs (epochs may be searched, so they
+    come from its config), else STOPPED."""
+    own = int(config.get("epochs", default_epochs))
+    return COMPLETED if epochs_run >= own else STOPPED
 
 
 def search_identity(space: SearchSpace, fingerprint: str) -> dict[str, Any]:

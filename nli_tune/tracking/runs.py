@@ -20,13 +20,6 @@ from nli_tune.tracking.views import experiment_tags
 PARENT_ROLE, TRIAL_ROLE = "search", "trial"
 
 
-def epoch_status(epochs_run: int, config: dict[str, Any], default_epochs: int) -> str:
-    """'completed' if a trial ran all of its own epochs (epochs may be searched, so they
-    come from its config), else 'stopped early'. cv_results and MLflow both label by it."""
-    own = int(config.get("epochs", default_epochs))
-    return "completed" if epochs_run >= own else "stopped early"
-
-
 def absolute_uri(uri: str) -> str:
     """A sqlite URI with an absolute path (`sqlite:///mlflow.db` is relative to the working
     folder), so that exports still find the store from elsewhere; others unchanged."""

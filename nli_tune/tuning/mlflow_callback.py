@@ -15,7 +15,8 @@ from typing import Any
 from ray import tune
 
 from nli_tune.core.errors import first_line
-from nli_tune.tracking.runs import TRIAL_ROLE, Tracker, epoch_status, read_pending
+from nli_tune.study.run_files import FAILED, epoch_status
+from nli_tune.tracking.runs import TRIAL_ROLE, Tracker, read_pending
 from nli_tune.tuning.trial import trial_failure
 
 # Per-epoch trial numbers logged besides cv_*, fold*, worker_* (see tuning.trial.cross_fold_mean).
@@ -149,7 +150,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         epochs = int((trial.last_result or {}).get("epoch", 0))
-        tags = {"status": "failed", "epochs_run": str(epochs)}
+        tags = {"status": FAILED, "epochs_run": str(epochs)}
         self._finish(trial, tags | {"error": trial_failure(trial)}, "FAILED")
 
     def _finish(self, trial, tags: dict[str, str], mlflow_status: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ray import tune
 
+from nli_tune.study.run_files import COMPLETED, STOPPED
 from nli_tune.study.space import DEFAULT_METRIC
 
 # Short names of the metrics a search can judge on (space.METRICS), for 80-100 columns.
@@ -89,7 +90,7 @@ class ProgressLines(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
-        how = "completed" if epochs >= self._epochs(trial) else "stopped early (ASHA)"
+        how = COMPLETED if epochs >= self._epochs(trial) else f"{STOPPED} (ASHA)"
         score = last.get(self.metric)
         tail = f": {LABELS[self.metric]} {score:.3f}" if score is not None else ""
         unit = "epoch" if epochs == 1 else "epochs"

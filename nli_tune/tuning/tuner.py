@@ -18,9 +18,12 @@ from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError, first_line
 from nli_tune.study.run_files import (
     EPOCHS_FILE,
+    FAILED,
     PENDING_FILE,
     RESULTS_FILE,
+    STOPPED,
     STUDY_FILE,
+    epoch_status,
     resolve_search_id,
     save_search_id,
 )
@@ -266,7 +269,7 @@ def export(
     grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str, clock=None
 ) -> dict[str, Any]:
     """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
-    from nli_tune.tracking.runs import absolute_uri, epoch_status
+    from nli_tune.tracking.runs import absolute_uri
     from nli_tune.tuning.trial import failure_line
 
     run_ids = mlflow_cb.trial_runs()
@@ -277,7 +280,7 @@ def export(
         m = result.metrics or {}
         tid = m.get("trial_id") or Path(result.path).name
         epochs, config = int(m.get("epoch", 0)), result.config or {}
-        status = "failed" if result.error else epoch_status(epochs, config, base_epochs)
+        status = FAILED if result.error else epoch_status(epochs, config, base_epochs)
         row = {"trial_id": tid, **{k: config.get(k) for k in space.params}}
         row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in folds}
         row |= {fold_column(metric, k): m.get(fold_column(metric, k)) for k in folds}
@@ -335,8 +338,8 @@ def export(
         mlflow_cb.write({"kind": "parent_artifact", "path": str(path.resolve())})
     headline = {f"best_{key}": search_meta[key] for key in dict.fromkeys((metric, "cv_macro_f1"))}
     counts = table["status"].value_counts()  # the runs table shows them on the parent's row
-    headline |= {"trials": len(table), "trials_stopped": counts.get("stopped early", 0)}
-    headline |= {"trials_failed": counts.get("failed", 0)}
+    headline |= {"trials": len(table), "trials_stopped": counts.get(STOPPED, 0)}
+    headline |= {"trials_failed": counts.get(FAILED, 0)}
     for key, value in headline.items():
         mlflow_cb.write({"kind": "parent_metric", "key": key, "value": float(value)})
     mlflow_cb.write({"kind": "parent_end", "status": "FINISHED"})
