@@ -33,6 +33,7 @@ import torch
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import run_cli
+from nli_tune.evaluation.scoring import unit_criterion_pairs
 from nli_tune.model.classifier import build_model
 from nli_tune.pairs.encoding import bucketed_batches, encode_units, pair_lengths
 from nli_tune.redsm5.load import load_redsm5
@@ -232,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens += trainer.step("evidence", batch)[1]
     results["train_tokens_per_s"] = tokens / (time.perf_counter() - t0)
     sub = units.subset(units.posts[:40])
-    pairs = np.repeat(np.flatnonzero(~sub.external), 9)
-    crits = np.tile(np.arange(9), len(pairs) // 9)
+    pairs, crits = unit_criterion_pairs(np.flatnonzero(~sub.external))
     t0 = time.perf_counter()
     trainer.score_posts(sub)
     seconds = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from nli_tune.core.errors import UserError, run_cli
 from nli_tune.model.calibration import Calibration
 from nli_tune.model.device import add_device_args, select_device
 from nli_tune.model.files import CALIBRATION_FILE, check_model_dir
-from nli_tune.redsm5.load import ReDSM5, read_posts
+from nli_tune.redsm5.load import ReDSM5, n_criteria, read_posts
 
 OUTPUT_COLUMNS = [
     "post_id",
@@ -133,14 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             done = start + len(batch)
             rate = done / (time.perf_counter() - t0)
             say(
-                f"  scored {done}/{n} posts ({done * 9} rows, {matched} matched)  "
+                f"  scored {done}/{n} posts ({done * n_criteria()} rows, {matched} matched)  "
                 f"{rate:.1f} posts/s  eta {(n - done) / rate:.0f}s"
             )
         tmp.replace(output)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    say(f"wrote {output}: {n * 9} rows for {n} posts in {time.perf_counter() - started:.0f}s")
+    rows = n * n_criteria()
+    say(f"wrote {output}: {rows} rows for {n} posts in {time.perf_counter() - started:.0f}s")
     return 0
 
 

@@ -12,6 +12,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from nli_tune.redsm5.load import criterion_keys, n_criteria
+
 
 def classification_metrics(
     labels: np.ndarray,
@@ -47,7 +49,8 @@ def pair_metrics(frame, probs: np.ndarray, threshold: float = 0.5) -> dict[str, 
     within-criterion ROC-AUC, so every row of a comparison reports the same numbers."""
     labels = frame["label"].to_numpy()
     out = classification_metrics(labels, probs, frame["criterion"].to_numpy(), threshold)
-    out["roc_auc_within"] = roc_auc_within(labels.reshape(-1, 9), np.reshape(probs, (-1, 9)))
+    c = n_criteria()
+    out["roc_auc_within"] = roc_auc_within(labels.reshape(-1, c), np.reshape(probs, (-1, c)))
     out["threshold"] = float(threshold)
     return out
 
@@ -98,8 +101,6 @@ def post_metrics(data, scores, calibration) -> dict[str, float]:
     """(post, criterion) metrics of a UnitData's PostScores under a Calibration: the
     classification metrics at the calibrated threshold, ROC-AUC within each criterion
     (does it tell which posts show *this* criterion), and evidence hit@1."""
-    from nli_tune.redsm5.load import criterion_keys
-
     labels = data.post_labels
     probs = calibration.prob(scores.logits)
     crits = np.tile(np.array(criterion_keys(), dtype=object), len(labels))

@@ -21,6 +21,7 @@ from torch import nn
 
 from nli_tune.model.aggregate import aggregate, top_units
 from nli_tune.pairs.encoding import UnitData, collate, pair_lengths, sorted_batches
+from nli_tune.redsm5.load import n_criteria
 
 
 @dataclass
@@ -74,17 +75,24 @@ def forward_pairs(
     return logits[:, 1] - logits[:, 0], attention, tokens
 
 
+def unit_criterion_pairs(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unit, criterion) index arrays of every unit x every criterion, unit-major."""
+    c = n_criteria()
+    return np.repeat(units, c), np.tile(np.arange(c), len(units))
+
+
 def _unit_logits(model, data, units, batch_size, device, amp):
-    """(logit, attention) [len(units) * 9], unit-major: every unit x the 9 criteria."""
-    logit = torch.zeros(len(units), 9)
-    attention = torch.zeros(len(units), 9)
+    """(logit, attention) [len(units) * criteria], unit-major: every unit x criterion."""
+    c = n_criteria()
+    logit = torch.zeros(len(units), c)
+    attention = torch.zeros(len(units), c)
     if data.pairing == "multilabel":  # a pass per unit: batch_size units per forward
         for idx in sorted_batches(data.lengths[units], batch_size):
             out, att, _ = forward_units(model, data, units[idx], device, amp)
             logit[idx], attention[idx] = out.cpu(), att.cpu()
         return logit.reshape(-1), attention.reshape(-1)
     logit, attention = logit.reshape(-1), attention.reshape(-1)
-    pair_units, pair_crits = np.repeat(units, 9), np.tile(np.arange(9), len(units))
+    pair_units, pair_crits = unit_criterion_pairs(units)
     lengths = pair_lengths(data, pair_units, pair_crits)
     for idx in sorted_batches(lengths, batch_size):
         out, att, _ = forward_pairs(model, data, pair_units[idx], pair_crits[idx], device, amp)
@@ -107,16 +115,17 @@ def score_posts(
     batches, through the merged adapters."""
     model.eval()
     units = np.flatnonzero(~data.external)
-    pair_units, pair_crits = np.repeat(units, 9), np.tile(np.arange(9), len(units))
     with model.merged():
         logit, attention = _unit_logits(model, data, units, batch_size, device, amp)
-    bags = torch.from_numpy(data.post_index[pair_units] * 9 + pair_crits)
-    n_bags = len(data.posts) * 9
+    c = n_criteria()
+    pair_units, pair_crits = unit_criterion_pairs(units)
+    bags = torch.from_numpy(data.post_index[pair_units] * c + pair_crits)
+    n_bags = len(data.posts) * c
     post_logit = aggregate(how, logit, bags, n_bags, attention, topk)
     top = top_units(logit, bags, n_bags).numpy()
     return PostScores(
-        logits=post_logit.double().numpy().reshape(-1, 9),
-        top_unit=pair_units[np.minimum(top, len(pair_units) - 1)].reshape(-1, 9),
+        logits=post_logit.double().numpy().reshape(-1, c),
+        top_unit=pair_units[np.minimum(top, len(pair_units) - 1)].reshape(-1, c),
     )
 
 

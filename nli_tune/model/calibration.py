@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from nli_tune.redsm5.load import n_criteria
+
 
 @dataclass
 class Calibration:
@@ -41,7 +43,7 @@ class Calibration:
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     """Platt scaling and the best-macro-F1 threshold for (post, criterion) logits."""
     logits, labels = np.asarray(logits, dtype=float), np.asarray(labels).astype(int)
-    posts = len(labels) // 9
+    posts = len(labels) // n_criteria()
     if len(np.unique(labels)) < 2:  # nothing to fit: keep the raw sigmoid
         return Calibration(posts=posts)
     platt = LogisticRegression(C=100.0).fit(logits.reshape(-1, 1), labels)

@@ -30,6 +30,7 @@ from torch import nn
 from nli_tune.core.config import TrainConfig
 from nli_tune.model.backbones import load_backbone, public_id
 from nli_tune.model.files import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE
+from nli_tune.redsm5.load import n_criteria
 
 # DoRA targets: attention only, or attention plus the MLP (published results favour the
 # latter even on small data; a probe here did not, at one lr: so it is searchable).
@@ -99,7 +100,7 @@ class PairClassifier(nn.Module):
         self.backbone = backbone
         self.pairing = pairing
         # nli: (unmatched, matched) logits of one pair; multilabel: one logit per criterion.
-        outputs = 9 if pairing == "multilabel" else 2
+        outputs = n_criteria() if pairing == "multilabel" else 2
         self.pooler = Pooler(pooling, hidden)
         # Gemma's hidden states have norms in the hundreds: normalise before the head so one
         # learning rate suits adapters and head alike.
@@ -110,7 +111,7 @@ class PairClassifier(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         # Attention-MIL scorer: zero init, so attention starts as a softmax over unit logits.
-        self.attend = nn.Linear(hidden, 9 if pairing == "multilabel" else 1)
+        self.attend = nn.Linear(hidden, n_criteria() if pairing == "multilabel" else 1)
         nn.init.zeros_(self.attend.weight)
         nn.init.zeros_(self.attend.bias)
 

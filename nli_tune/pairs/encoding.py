@@ -24,7 +24,7 @@ import torch
 
 from nli_tune.core.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
 from nli_tune.core.errors import UserError
-from nli_tune.redsm5.load import criteria, criterion_keys
+from nli_tune.redsm5.load import criteria, criterion_keys, n_criteria
 from nli_tune.units.evidence import UnitTable
 
 # Plain-text separators: the pretrained LM reads them as section breaks.
@@ -66,7 +66,10 @@ class PairFormat:
     ) -> np.ndarray:
         """Tokens a pair adds around its unit, per criterion."""
         return np.array(
-            [sum(map(len, self.head_tail(c, order, hypothesis, pairing))) for c in range(9)]
+            [
+                sum(map(len, self.head_tail(c, order, hypothesis, pairing)))
+                for c in range(n_criteria())
+            ]
         )
 
     def min_length(self) -> int:
@@ -175,7 +178,7 @@ class UnitData:
         keys = np.array(criterion_keys(), dtype=object)
         return pd.DataFrame(
             {
-                "post_id": np.repeat(self.posts, 9),
+                "post_id": np.repeat(self.posts, len(keys)),
                 "criterion": np.tile(keys, len(self.posts)),
                 "label": self.post_labels.reshape(-1),
             }
@@ -208,7 +211,7 @@ def assemble(
     budget = max_length - int(fmt.overhead(order, hypothesis, pairing).max())
     posts = np.asarray(list(dict.fromkeys(pairs["post_id"])), dtype=object)
     row = {p: i for i, p in enumerate(posts)}
-    labels = np.zeros((len(posts), 9), np.int64)
+    labels = np.zeros((len(posts), n_criteria()), np.int64)
     col = {k: i for i, k in enumerate(criterion_keys())}
     for pid, crit, label in zip(pairs["post_id"], pairs["criterion"], pairs["label"], strict=True):
         labels[row[pid], col[crit]] = label

@@ -49,6 +49,11 @@ def criterion_keys() -> tuple[str, ...]:
     return tuple(c.key for c in criteria())
 
 
+def n_criteria() -> int:
+    """How many criteria a post is paired with (9: the DSM-5 list in the criteria file)."""
+    return len(criteria())
+
+
 @dataclass(frozen=True)
 class ReDSM5:
     posts: pd.DataFrame  # post_id, text; one row per post, file order
