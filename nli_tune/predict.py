@@ -27,7 +27,7 @@ from nli_tune.core.errors import UserError, run_cli
 from nli_tune.model.calibration import Calibration
 from nli_tune.model.device import add_device_args, select_device
 from nli_tune.model.files import CALIBRATION_FILE, check_model_dir
-from nli_tune.redsm5.load import ReDSM5, n_criteria, read_posts
+from nli_tune.redsm5.load import ANNOTATION_COLUMNS, ReDSM5, n_criteria, read_posts
 
 OUTPUT_COLUMNS = [
     "post_id",
@@ -72,18 +72,15 @@ def predict(
 ) -> pd.DataFrame:
     """OUTPUT_COLUMNS for every post of `posts` x 9 criteria, posts in input order."""
     from nli_tune.evaluation.scoring import evidence_table, score_posts
-    from nli_tune.pairs.encoding import assemble_for, pair_format, tokenize_units
-    from nli_tune.units.evidence import build_units
+    from nli_tune.pairs.encoding import encode_units
 
     data = ReDSM5(
         posts=posts.reset_index(drop=True),
-        annotations=pd.DataFrame(columns=["post_id", "sentence_text", "DSM5_symptom", "status"]),
+        annotations=pd.DataFrame(columns=list(ANNOTATION_COLUMNS)),
         source=Path("."),
         fingerprint="",
     )
-    table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
-    tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)
-    units = assemble_for(cfg, table, tokens, fmt, data.pairs())
+    units = encode_units(tokenizer, data, cfg)
     scored = score_posts(model, units, cfg.aggregate, cfg.topk, cfg.eval_batch_size, device, amp)
     probs = calibration.prob(scored.logits)
     table = evidence_table(units, scored, probs, probs >= calibration.threshold)

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,14 +198,6 @@ def _experiment_exists(storage: str, name: str) -> bool:
     return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != fs.FileType.NotFound
 
 
-def _same_tokens(a: dict, b: dict) -> bool:
-    return all(
-        len(a[k].ids) == len(b[k].ids)
-        and all(np.array_equal(x, y) for x, y in zip(a[k].ids, b[k].ids, strict=True))
-        for k in a
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for key, value in MLFLOW_ENV.items():
@@ -226,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"folds {space.folds}: more folds than the {n_posts} posts")
     plan = make_folds(pairs, space.folds, base.test_fraction, base.seed)
 
-    from nli_tune.model.backbones import load_backbone
-    from nli_tune.pairs.encoding import pair_format, tokenize_units
-    from nli_tune.units.evidence import build_units
+    from nli_tune.tuning.prepare import prepare_trial_data  # torch, transformers: seconds
 
     print(
         f"search '{space.name}': {space.num_samples} trials x {space.folds} folds, "
@@ -236,47 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(plan.test_posts)} held out for the final test)",
         flush=True,
     )
-    # Every unit kind a trial can get is segmented, located and tokenized once, here.
-    kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
     say = (lambda *a, **k: None) if args.quiet else print
-    tables = {}
-    for kind in kinds:
-        t0 = time.time()
-        table, report = build_units(data, kind, base.window_sentences, base.window_stride)
-        tables[kind] = table
-        say(f"units '{kind}': {len(table)} ({time.time() - t0:.1f}s); {report.line()}", flush=True)
-    # The driver loads each model once (one layer): that fills the conversion cache before
-    # workers race for it, fails early on a model that cannot load, and tokenizes every unit
-    # exactly once. All trials share these tokens, so searched models must agree on them.
-    models = list(dict.fromkeys(space.params.get("model", {}).get("choice") or [base.model]))
-    shared_units, fmt = None, None
-    for model in models:
-        t0 = time.time()
-        say(f"loading {model} (converts and caches the 270M weights on first use)...", flush=True)
-        _, tokenizer = load_backbone(model, num_layers=1)
-        t1 = time.time()
-        these = {kind: tokenize_units(tokenizer, t) for kind, t in tables.items()}
-        say(
-            f"  loaded in {t1 - t0:.1f}s; tokenized every unit once in {time.time() - t1:.1f}s",
-            flush=True,
-        )
-        this_fmt = pair_format(tokenizer)
-        if fmt is not None and (this_fmt != fmt or not _same_tokens(these, shared_units)):
-            raise UserError(
-                f"{space.source}: params.model: {model} tokenizes differently from "
-                f"{models[0]}; trials share one tokenization, so search models with one "
-                f"tokenizer (the Gemma-3 checkpoints share theirs) or run a search per model"
-            )
-        shared_units, fmt = these, this_fmt
-    trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
-    shortest = int(space.value_range("max_length")[0])
-    if shortest < fmt.min_length():
-        raise UserError(
-            f"{space.source}: max_length {shortest} is too short (need >= "
-            f"{fmt.min_length()} for the criteria)"
-        )
-    # Workers get spans, labels and token ids: the unit texts stay in this process.
-    units = {kind: (replace(t, texts=[]), shared_units[kind]) for kind, t in tables.items()}
+    trial_data = prepare_trial_data(space, base, data, plan, say)
 
     from nli_tune.tuning.tuner import SearchInterrupted, run_search
 
@@ -284,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         best = run_search(
             space,
             base,
-            {"pairs": trial_pairs, "plan": plan, "units": units, "format": fmt},
+            trial_data,
             run_dir,
             args,
             data.fingerprint,
@@ -293,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     except SearchInterrupted as stop:
         print(f"\n{stop}", file=sys.stderr)
         return 130
-    minutes = (time.time() - started) / 60
+    _print_result(best, space, run_dir, args, minutes=(time.time() - started) / 60)
+    return 0
+
+
+def _print_result(best: dict, space: SearchSpace, run_dir: Path, args, minutes: float) -> None:
+    """The best config, the report (built here unless --no-report) and what to run next."""
     metric = best["selected_by"]
     spread = np.std(best[fold_column(metric, "")])
     print(
@@ -331,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"MLflow:    python -m nli_tune.ui --output {run_dir}")
     print(f"Optuna:    optuna-dashboard sqlite:///{run_dir / STUDY_FILE}")
-    return 0
 
 
 def replay_mlflow(args, space: SearchSpace, run_dir: Path) -> None:

@@ -29,11 +29,10 @@ from nli_tune.core.config import TrainConfig
 from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
 from nli_tune.evaluation.metrics import pair_metrics
 from nli_tune.model.classifier import build_model
-from nli_tune.pairs.encoding import assemble_for, pair_format, tokenize_units
+from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
 from nli_tune.training.fold_trainer import FoldTrainer
-from nli_tune.units.evidence import build_units
 
 # The neural designs compared: name -> config overrides of the defaults.
 DESIGNS = {
@@ -93,21 +92,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = TrainConfig.from_dict(shared | overrides)
         started, folds, fresh, calib = time.perf_counter(), [], [], []
-        table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+        units = fresh_units = None  # encoded once per design: every fold shares them
         for k in range(args.folds):
             model, tok = build_model(cfg)
-            fmt = pair_format(tok)
-            units = assemble_for(cfg, table, tokenize_units(tok, table), fmt, pairs)
+            if units is None:
+                units = encode(tok, data, cfg).assemble(cfg, pairs)
+                if heldout:
+                    fresh_units = encode(tok, heldout[0], cfg).assemble(cfg, heldout[1])
             train_posts, val_posts = plan.fold(k)
             trainer = FoldTrainer(cfg, model, units.subset(train_posts), None)
             trainer.fit()
             calib.append([str(p) for p in trainer.calib.posts] if trainer.calib else [])
             folds.append(trainer.evaluate(units.subset(val_posts)))
             if heldout:
-                fresh_data = heldout[0]
-                t2, _ = build_units(fresh_data, cfg.unit, cfg.window_sentences, cfg.window_stride)
-                u2 = assemble_for(cfg, t2, tokenize_units(tok, t2), fmt, heldout[1])
-                fresh.append(trainer.evaluate(u2))
+                fresh.append(trainer.evaluate(fresh_units))
             print(f"  {name}: fold {k} macro-F1 {folds[-1]['macro_f1']:.3f}", flush=True)
         rows[name] = _summary(folds, fresh, time.perf_counter() - started)
         rows[name]["fold_calib_posts"] = calib  # the TF-IDF row's, fold by fold

@@ -25,7 +25,7 @@ import torch
 from nli_tune.core.config import HYPOTHESES, PAIR_ORDERS, PAIRINGS
 from nli_tune.core.errors import UserError
 from nli_tune.redsm5.load import criteria, criterion_keys, n_criteria
-from nli_tune.units.evidence import UnitTable
+from nli_tune.units.evidence import LocationReport, UnitTable, build_units
 
 # Plain-text separators: the pretrained LM reads them as section breaks.
 SEPARATOR = "\n\nPost: "  # criterion_first: between the criterion and the unit
@@ -252,14 +252,31 @@ def assemble(
     )
 
 
+@dataclass(frozen=True)
+class EncodedUnits:
+    """A ReDSM5 set cut into units, its evidence located and its units tokenized: what is
+    done once per set and tokenizer, before pairs are assembled for a config."""
+
+    table: UnitTable
+    tokens: UnitTokens
+    fmt: PairFormat
+    report: LocationReport  # how many annotations were found in their posts
+
+    def assemble(self, cfg, pairs) -> UnitData:
+        """The trainer's UnitData for `pairs` (post_id, criterion, label) under `cfg`."""
+        return assemble_for(cfg, self.table, self.tokens, self.fmt, pairs)
+
+
+def encode(tokenizer, data, cfg) -> EncodedUnits:
+    """Segment `data` into `cfg`'s units, locate the evidence, tokenize every unit once."""
+    table, report = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
+    return EncodedUnits(table, tokenize_units(tokenizer, table), pair_format(tokenizer), report)
+
+
 def encode_units(tokenizer, data, cfg) -> UnitData:
     """A ReDSM5 set's units under `cfg` (unit kind, windows, max_length, pair order,
     hypothesis, pairing), ready for the trainer: segment, locate evidence, tokenize, assemble."""
-    from nli_tune.units.evidence import build_units
-
-    table, _ = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
-    tokens, fmt = tokenize_units(tokenizer, table), pair_format(tokenizer)
-    return assemble_for(cfg, table, tokens, fmt, data.pairs())
+    return encode(tokenizer, data, cfg).assemble(cfg, data.pairs())
 
 
 def assemble_for(cfg, table: UnitTable, tokens: UnitTokens, fmt: PairFormat, pairs) -> UnitData:

@@ -22,11 +22,10 @@ from nli_tune.evaluation.metrics import bootstrap_macro_f1, interval, pair_metri
 from nli_tune.evaluation.scoring import evidence_table
 from nli_tune.model.card import write_cards
 from nli_tune.model.classifier import build_model, parameter_counts, save_model
-from nli_tune.pairs.encoding import assemble_for, pair_format, tokenize_units
+from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import ReDSM5
 from nli_tune.training.fold_trainer import FoldTrainer, autocast_dtype
-from nli_tune.units.evidence import build_units
 
 
 def say(msg: str) -> None:
@@ -52,8 +51,6 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
         f"aggregate {cfg.aggregate}; pairing {cfg.pairing}, hypothesis {cfg.hypothesis})  "
         f"device {device}"
     )
-    table, report = build_units(data, cfg.unit, cfg.window_sentences, cfg.window_stride)
-    say(report.line())
     t0 = time.perf_counter()
     say("loading the model (the first run converts and caches the 270M weights)...")
     model, tokenizer = build_model(cfg)
@@ -65,9 +62,11 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
         f"precision {'bf16 autocast' if amp else 'fp32'}"
     )
     t0 = time.perf_counter()
-    tokens = tokenize_units(tokenizer, table)
-    say(f"tokenized {len(table)} units in {time.perf_counter() - t0:.1f}s")
-    all_units = assemble_for(cfg, table, tokens, pair_format(tokenizer), pairs)
+    encoded = encode(tokenizer, data, cfg)
+    report = encoded.report
+    say(report.line())
+    say(f"cut and tokenized {len(encoded.table)} units in {time.perf_counter() - t0:.1f}s")
+    all_units = encoded.assemble(cfg, pairs)
     train_data, test_data = all_units.subset(train_posts), all_units.subset(test_posts)
     test_pairs = test_data.pairs_frame()  # the order every test array below follows
 

@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 from nli_tune.redsm5.load import criterion_keys
 from nli_tune.study.space import scored_epochs
 from nli_tune.tuning.driver_callbacks import release_placement_group
+from nli_tune.tuning.prepare import TrialData, TrialSettings
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
@@ -206,7 +207,6 @@ def fold_worker(loop_config: dict) -> None:
 
     from nli_tune.core.config import TrainConfig
     from nli_tune.model.classifier import build_model
-    from nli_tune.pairs.encoding import assemble_for
     from nli_tune.training.fold_trainer import FoldTrainer
 
     k = ray.train.get_context().get_world_rank()
@@ -214,12 +214,11 @@ def fold_worker(loop_config: dict) -> None:
     group = ray.util.get_current_placement_group()
     if k == 0 and group is not None:
         loop_config["gate"].set_worker_pg.remote(group.id.hex())
-    shared = ray.get(loop_config["data"]["ref"])
+    shared: TrialData = ray.get(loop_config["data"]["ref"])
     cfg = TrainConfig.from_dict(loop_config["train_config"])
     model, _ = build_model(cfg, tokenizer=False)  # the driver tokenized everything
-    table, tokens = shared["units"][cfg.unit]
-    data = assemble_for(cfg, table, tokens, shared["format"], shared["pairs"])
-    train_posts, val_posts = shared["plan"].fold(k)
+    data = shared.unit_data(cfg)
+    train_posts, val_posts = shared.plan.fold(k)
     _maybe_inject_error(loop_config["train_config"], k)
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else torch.device("cpu")
     trainer = FoldTrainer(cfg, model, data.subset(train_posts), data.subset(val_posts), device)
@@ -284,20 +283,20 @@ def _maybe_inject_error(config: dict, fold: int) -> None:
         raise RuntimeError(f"injected by {INJECT_ERROR_ENV}={spec} (a test of failed trials)")
 
 
-def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
+def run_trial(sampled: dict, shared: dict, settings: TrialSettings) -> None:
     """Tune function trainable: one TorchTrainer of K fold workers, reported per epoch."""
     from nli_tune.core.config import TrainConfig
 
-    cfg = TrainConfig.from_dict(settings["base_config"] | sampled)
+    cfg = TrainConfig.from_dict(settings.base_config | sampled)
     run_name = f"trial_{tune.get_context().get_trial_id()}"  # stable: a resume finds it
-    marker = f"{settings['train_storage']}/{run_name}/{FAILED_MARKER}"
+    marker = f"{settings.train_storage}/{run_name}/{FAILED_MARKER}"
     if (earlier := _read_text(marker)) is not None:
         raise TrialFailed(earlier)  # a Tune retry of a trial that failed for good: no rerun
     gate = Gate.remote()
-    use_gpu = settings["gpus_per_worker"] > 0
-    resources = {"CPU": settings["cpus_per_worker"]}
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = settings["gpus_per_worker"]
+        resources["GPU"] = settings.gpus_per_worker
     trainer = TorchTrainer(
         fold_worker,
         train_loop_config={
@@ -305,14 +304,14 @@ def run_trial(sampled: dict, shared: dict, settings: dict) -> None:
             "data": shared,
             "gate": gate,
             "use_gpu": use_gpu,
-            "threads": settings["worker_threads"],
-            "scored_epochs": scored_epochs(settings["rungs"], cfg.epochs),
+            "threads": settings.worker_threads,
+            "scored_epochs": scored_epochs(settings.rungs, cfg.epochs),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.folds, use_gpu=use_gpu, resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
-            storage_path=settings["train_storage"],
+            storage_path=settings.train_storage,
             name=run_name,
             failure_config=ray.train.FailureConfig(max_failures=2, controller_failure_limit=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),

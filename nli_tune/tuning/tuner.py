@@ -28,6 +28,7 @@ from nli_tune.study.run_files import (
     save_search_id,
 )
 from nli_tune.study.space import SearchSpace, fold_column
+from nli_tune.tuning.prepare import TrialData, TrialSettings
 
 
 def start_ray(args, env: dict[str, str]):
@@ -103,7 +104,7 @@ def tune_distributions(space: SearchSpace) -> dict[str, Any]:
 def run_search(
     space: SearchSpace,
     base: TrainConfig,
-    shared: dict,
+    data: TrialData,
     run_dir: Path,
     args,
     fingerprint: str,
@@ -137,7 +138,7 @@ def run_search(
         # First files only now: every check that can fail on the user's input has passed.
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(space.source, run_dir / "space.yaml")
-        shared["plan"].save(run_dir / "folds.json")
+        data.plan.save(run_dir / "folds.json")
         save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri))
         print(
             f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs -> "
@@ -153,17 +154,17 @@ def run_search(
             pending=run_dir / PENDING_FILE,  # where records wait while MLflow is unreachable
         )
         storage = args.storage.rstrip("/")  # a local path or a URI such as s3://bucket/x
-        settings = {
-            "base_config": space.base_config(),
-            "cpus_per_worker": space.cpus_per_worker,
-            "worker_threads": space.worker_threads,
-            "gpus_per_worker": space.gpus_per_worker,
-            "train_storage": f"{storage}/train",
-            "rungs": space.judged_rungs(),  # where the folds score (None: every epoch)
-        }
+        settings = TrialSettings(
+            base_config=space.base_config(),
+            cpus_per_worker=space.cpus_per_worker,
+            worker_threads=space.worker_threads,
+            gpus_per_worker=space.gpus_per_worker,
+            train_storage=f"{storage}/train",
+            rungs=space.judged_rungs(),  # where the folds score (None: every epoch)
+        )
         # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, shared={"ref": ray.put(shared)}, settings=settings),
+            tune.with_parameters(run_trial, shared={"ref": ray.put(data)}, settings=settings),
             {"cpu": space.driver_cpus},
         )
         exp_path = f"{storage}/{space.name}"

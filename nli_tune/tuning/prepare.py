@@ -1,0 +1,115 @@
+"""What every trial of a search shares, made once in the driver: the data, cut into units,
+located and tokenized (once per unit kind and model), the folds, and the trial settings.
+Typed, so that what travels to the workers says what it holds. No Ray here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from nli_tune.core.config import TrainConfig
+from nli_tune.core.errors import UserError
+from nli_tune.model.backbones import load_backbone
+from nli_tune.pairs.encoding import (
+    PairFormat,
+    UnitData,
+    UnitTokens,
+    assemble_for,
+    pair_format,
+    tokenize_units,
+)
+from nli_tune.redsm5.folds import FoldPlan
+from nli_tune.redsm5.load import ReDSM5
+from nli_tune.study.space import SearchSpace
+from nli_tune.units.evidence import UnitTable, build_units
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """The search's trial data, sent once to Ray's object store; unit texts stay behind."""
+
+    pairs: pd.DataFrame  # post_id, criterion, label of the train/validation posts
+    plan: FoldPlan  # post-grouped CV folds (and the test posts kept out)
+    units: dict[str, tuple[UnitTable, UnitTokens]]  # per unit kind: spans and token ids
+    fmt: PairFormat  # the tokenizer's pair template
+
+    def unit_data(self, cfg: TrainConfig) -> UnitData:
+        """A trial config's (unit, criterion) data over every train/validation post."""
+        table, tokens = self.units[cfg.unit]
+        return assemble_for(cfg, table, tokens, self.fmt, self.pairs)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What a trial needs besides its sampled config and the data."""
+
+    base_config: dict  # the training keys every trial shares
+    cpus_per_worker: float  # Ray CPUs per fold worker
+    worker_threads: int  # torch threads per fold worker
+    gpus_per_worker: float  # GPUs per fold worker (0: CPU)
+    train_storage: str  # Ray Train's run folders (local path or URI every node reaches)
+    rungs: list[int] | None  # epochs the folds score (ASHA's rungs); None: every epoch
+
+
+def prepare_trial_data(
+    space: SearchSpace,
+    base: TrainConfig,
+    data: ReDSM5,
+    plan: FoldPlan,
+    say: Callable[..., None],
+) -> TrialData:
+    """Segment, locate and tokenize every unit kind a trial can get, once; check that the
+    searched models tokenize alike and the shortest max_length fits the criteria."""
+    kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
+    tables = {}
+    for kind in kinds:
+        t0 = time.time()
+        table, report = build_units(data, kind, base.window_sentences, base.window_stride)
+        tables[kind] = table
+        say(f"units '{kind}': {len(table)} ({time.time() - t0:.1f}s); {report.line()}", flush=True)
+    # The driver loads each model once (one layer): that fills the conversion cache before
+    # workers race for it, fails early on a model that cannot load, and tokenizes every unit
+    # exactly once. All trials share these tokens, so searched models must agree on them.
+    models = list(dict.fromkeys(space.params.get("model", {}).get("choice") or [base.model]))
+    shared_units, fmt = None, None
+    for model in models:
+        t0 = time.time()
+        say(f"loading {model} (converts and caches the 270M weights on first use)...", flush=True)
+        _, tokenizer = load_backbone(model, num_layers=1)
+        t1 = time.time()
+        these = {kind: tokenize_units(tokenizer, t) for kind, t in tables.items()}
+        say(
+            f"  loaded in {t1 - t0:.1f}s; tokenized every unit once in {time.time() - t1:.1f}s",
+            flush=True,
+        )
+        this_fmt = pair_format(tokenizer)
+        if fmt is not None and (this_fmt != fmt or not _same_tokens(these, shared_units)):
+            raise UserError(
+                f"{space.source}: params.model: {model} tokenizes differently from "
+                f"{models[0]}; trials share one tokenization, so search models with one "
+                f"tokenizer (the Gemma-3 checkpoints share theirs) or run a search per model"
+            )
+        shared_units, fmt = these, this_fmt
+    shortest = int(space.value_range("max_length")[0])
+    if shortest < fmt.min_length():
+        raise UserError(
+            f"{space.source}: max_length {shortest} is too short (need >= "
+            f"{fmt.min_length()} for the criteria)"
+        )
+    pairs = data.pairs()
+    trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
+    # Workers get spans, labels and token ids: the unit texts stay in this process.
+    units = {kind: (replace(t, texts=[]), shared_units[kind]) for kind, t in tables.items()}
+    return TrialData(trial_pairs, plan, units, fmt)
+
+
+def _same_tokens(a: dict, b: dict) -> bool:
+    return all(
+        len(a[k].ids) == len(b[k].ids)
+        and all(np.array_equal(x, y) for x, y in zip(a[k].ids, b[k].ids, strict=True))
+        for k in a
+    )
