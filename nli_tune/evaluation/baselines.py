@@ -77,3 +77,26 @@ def logit(p: np.ndarray) -> np.ndarray:
     with one class in training gives a hard 0 or 1)."""
     p = np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9)
     return np.log(p / (1 - p))
+
+
+MAJORITY, TFIDF = "majority class", "TF-IDF + logistic regression"  # the reference rows
+
+
+def posts_frame(pairs: pd.DataFrame, posts) -> pd.DataFrame:
+    """The pairs of `posts`, in data order (as UnitData.subset keeps them): the calibration
+    split of a training frame depends on that order."""
+    return pairs[pairs["post_id"].isin(set(posts))].reset_index(drop=True)
+
+
+def baseline_metrics(
+    name: str, texts: dict[str, str], train: pd.DataFrame, test: pd.DataFrame, cfg
+) -> dict:
+    """One reference row's pair metrics on `test`, fitted (and, for TF-IDF, calibrated by
+    the model's rule) on `train`; `calib_posts`: the posts its threshold was fitted on."""
+    if name == MAJORITY:
+        return majority_baseline(train, test) | {"calib_posts": []}
+    if name != TFIDF:
+        raise ValueError(f"unknown baseline {name!r}")
+    tfidf = calibrated_tfidf(texts, train, test, cfg)
+    metrics = pair_metrics(test, tfidf.probs, tfidf.calibration.threshold)
+    return metrics | {"calib_posts": list(tfidf.calib_posts)}

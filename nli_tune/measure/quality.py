@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from nli_tune.core.config import TrainConfig
-from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
-from nli_tune.evaluation.metrics import pair_metrics
+from nli_tune.evaluation.baselines import MAJORITY, TFIDF, baseline_metrics, posts_frame
 from nli_tune.model.classifier import build_model
 from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import make_folds
@@ -149,25 +148,18 @@ def _baseline_rows(pairs, texts, plan, n_folds: int, heldout, cfg) -> dict[str, 
     out the same ones) and decided at its calibrated threshold, on the fold's validation
     posts and on the held-out-template draw."""
     rows = {}
-    for name in ("majority class", "TF-IDF + logistic regression"):
+    for name in (MAJORITY, TFIDF):
         started, folds, fresh, calib = time.perf_counter(), [], [], []
         for k in range(n_folds):
             train_posts, val_posts = plan.fold(k)
-            # Data order, as UnitData.subset keeps it: the calibration split depends on it.
-            tr = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
-            targets = [(pairs[pairs["post_id"].isin(set(val_posts))], folds, texts)]
+            tr = posts_frame(pairs, train_posts)
+            m = baseline_metrics(name, texts, tr, posts_frame(pairs, val_posts), cfg)
+            folds.append(_no_evidence(m))
+            calib.append(m["calib_posts"])
             if heldout:
-                targets.append((heldout[1], fresh, heldout[0].texts()))
-            for frame, out, more_texts in targets:
-                te = frame.reset_index(drop=True)
-                if name == "majority class":
-                    out.append(_no_evidence(majority_baseline(tr, te)))
-                    continue
-                tfidf = calibrated_tfidf(texts | more_texts, tr, te, cfg)
-                m = pair_metrics(te, tfidf.probs, tfidf.calibration.threshold)
-                out.append(_no_evidence(m))
-            if name != "majority class":
-                calib.append(tfidf.calib_posts)
+                more = texts | heldout[0].texts()
+                m = baseline_metrics(name, more, tr, heldout[1].reset_index(drop=True), cfg)
+                fresh.append(_no_evidence(m))
         rows[name] = _summary(folds, fresh, time.perf_counter() - started)
         rows[name]["fold_calib_posts"] = [list(c) for c in calib]
         _print_row(name, rows[name])

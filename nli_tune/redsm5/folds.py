@@ -46,18 +46,24 @@ class FoldPlan:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
 
 
-def split_test(pairs: pd.DataFrame, test_fraction: float, seed: int) -> tuple[list, list]:
-    """(non-test posts, test posts). The test share is one fold of round(1/fraction) folds,
-    e.g. 0.15 -> 1 of 7 (~14%), so it is post-grouped and label-stratified like the CV."""
-    n_splits = max(2, round(1 / test_fraction))
+def split_posts(
+    pairs: pd.DataFrame, fraction: float, seed: int, key: str = "fraction"
+) -> tuple[list, list]:
+    """(kept posts, split-off posts), in data order. The split-off share is one fold of
+    round(1/fraction) folds, e.g. 0.15 -> 1 of 7 (~14%): post-grouped and label-stratified
+    like the CV. `key` names the setting in the error (test_fraction, calibration_fraction)."""
+    n_splits = max(2, round(1 / fraction))
     posts = pairs["post_id"].unique()
     if len(posts) < n_splits:
-        raise UserError(
-            f"test_fraction {test_fraction}: needs at least {n_splits} posts, data has {len(posts)}"
-        )
-    _, test_idx = _first_split(pairs, n_splits, seed)
-    test = set(pairs["post_id"].iloc[test_idx])
-    return [p for p in posts if p not in test], [p for p in posts if p in test]
+        raise UserError(f"{key} {fraction}: needs at least {n_splits} posts, data has {len(posts)}")
+    _, split_idx = _first_split(pairs, n_splits, seed)
+    split = set(pairs["post_id"].iloc[split_idx])
+    return [p for p in posts if p not in split], [p for p in posts if p in split]
+
+
+def split_test(pairs: pd.DataFrame, test_fraction: float, seed: int) -> tuple[list, list]:
+    """(non-test posts, test posts): the test posts no search or fit ever sees."""
+    return split_posts(pairs, test_fraction, seed, "test_fraction")
 
 
 def calibration_split(train_pairs: pd.DataFrame, cfg) -> tuple[list, list]:
@@ -68,7 +74,7 @@ def calibration_split(train_pairs: pd.DataFrame, cfg) -> tuple[list, list]:
     the very same posts."""
     if cfg.calibration != "holdout":
         return list(dict.fromkeys(train_pairs["post_id"])), []
-    return split_test(train_pairs, cfg.calibration_fraction, cfg.seed)
+    return split_posts(train_pairs, cfg.calibration_fraction, cfg.seed, "calibration_fraction")
 
 
 def make_folds(pairs: pd.DataFrame, k: int, test_fraction: float, seed: int) -> FoldPlan:

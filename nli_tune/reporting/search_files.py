@@ -17,8 +17,8 @@ import pandas as pd
 from nli_tune.core.config import TrainConfig, read_mapping
 from nli_tune.core.errors import UserError
 from nli_tune.core.outputs import read_table
-from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
-from nli_tune.evaluation.metrics import corrected_ttest, pair_metrics
+from nli_tune.evaluation.baselines import MAJORITY, TFIDF, baseline_metrics, posts_frame
+from nli_tune.evaluation.metrics import corrected_ttest
 from nli_tune.reporting.fidelity import common_epoch, fold_columns, fold_values_at
 from nli_tune.study.space import SearchSpace, fold_column, load_space
 
@@ -120,16 +120,12 @@ def reference_rows(files: SearchFiles) -> pd.DataFrame:
 
     data = load_redsm5(files.best.data_dir)
     pairs, texts = data.pairs(), data.texts()
-    runs: dict[str, list[dict]] = {"majority class": [], "TF-IDF + logistic regression": []}
+    runs: dict[str, list[dict]] = {MAJORITY: [], TFIDF: []}
     for k, val_posts in enumerate(files.folds["folds"]):
-        train_posts = {p for j, f in enumerate(files.folds["folds"]) if j != k for p in f}
-        # Data order, as the trial's UnitData.subset keeps it: the split depends on it.
-        train = pairs[pairs["post_id"].isin(train_posts)].reset_index(drop=True)
-        val = pairs[pairs["post_id"].isin(set(val_posts))].reset_index(drop=True)
-        runs["majority class"].append(majority_baseline(train, val) | {"calib_posts": []})
-        tfidf = calibrated_tfidf(texts, train, val, files.best)
-        m = pair_metrics(val, tfidf.probs, tfidf.calibration.threshold)
-        runs["TF-IDF + logistic regression"].append(m | {"calib_posts": tfidf.calib_posts})
+        train_posts = [p for j, f in enumerate(files.folds["folds"]) if j != k for p in f]
+        train, val = posts_frame(pairs, train_posts), posts_frame(pairs, val_posts)
+        for name, folds in runs.items():
+            folds.append(baseline_metrics(name, texts, train, val, files.best))
     rows = []
     for name, folds in runs.items():
         row = {"setup": name, "fold_macro_f1": [m["macro_f1"] for m in folds]}
