@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nli_tune.bench import padding_figures
+from nli_tune.measure.speed import padding_figures
 
 
 def test_padding_figures_count_real_and_processed_tokens():
@@ -109,7 +109,7 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
 
 
 def test_goal_table_puts_each_figure_beside_its_peer():
-    from nli_tune.bench import goal_table
+    from nli_tune.measure.speed import goal_table
 
     results = {
         "trainer_speedup_vs_hf": 2000 / 1600,
@@ -143,7 +143,7 @@ def test_first_point_epoch_is_read_from_the_trial_that_ran_the_point():
 
 
 def test_a_report_only_goal_is_printed_but_not_judged():
-    from nli_tune.bench import goal_table
+    from nli_tune.measure.speed import goal_table
 
     results = {"fold_parallel_ratio": 2.0, "fold_parallel_epoch_s": 70.0, "fold_alone_s": 35.0}
     lines, ok = goal_table(results, frozenset({"fold_parallel_ratio"}))
@@ -184,7 +184,7 @@ def test_asha_comparison_counts_epochs_and_the_best_score_given_up():
 
 
 def test_goals_a_run_cannot_judge_are_reported_not_judged():
-    from nli_tune.bench import unjudged
+    from nli_tune.measure.speed import unjudged
 
     assert unjudged(2, 16, 3) == frozenset()
     assert unjudged(2, 2, None) == frozenset()  # no fold timing in this run
