@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Only now torch, transformers and peft (seconds): bad input has failed fast above.
     from nli_tune.model.classifier import load_model
-    from nli_tune.training.fold_trainer import autocast_dtype
+    from nli_tune.model.precision import autocast_dtype
 
     started = time.perf_counter()
     model, tokenizer, cfg = load_model(model_dir)

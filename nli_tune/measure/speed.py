@@ -16,9 +16,10 @@ import torch
 from nli_tune.core.config import TrainConfig
 from nli_tune.evaluation.scoring import unit_criterion_pairs
 from nli_tune.model.classifier import build_model
+from nli_tune.model.precision import autocast_dtype
 from nli_tune.pairs.encoding import bucketed_batches, encode_units, pair_lengths
 from nli_tune.redsm5.load import load_redsm5
-from nli_tune.training.fold_trainer import FoldTrainer, autocast_dtype
+from nli_tune.training.fold_trainer import FoldTrainer
 
 # A goal's figure -> (ours, the peer's) printed beside it: the peer ran in the same bench.
 PEERS = {

@@ -22,10 +22,11 @@ from nli_tune.evaluation.metrics import bootstrap_macro_f1, interval, pair_metri
 from nli_tune.evaluation.scoring import evidence_table
 from nli_tune.model.card import write_cards
 from nli_tune.model.classifier import build_model, parameter_counts, save_model
+from nli_tune.model.precision import autocast_dtype
 from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import ReDSM5
-from nli_tune.training.fold_trainer import FoldTrainer, autocast_dtype
+from nli_tune.training.fold_trainer import FoldTrainer
 
 
 def say(msg: str) -> None:

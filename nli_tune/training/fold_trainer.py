@@ -1,7 +1,7 @@
 """One-fold trainer: trains the unit classifier on one (train, validation) split of posts.
 
 Training examples are (unit, criterion) pairs labelled by the located evidence (see
-evidence.py): every positive, the annotated explicit absences first among the negatives,
+units/evidence.py): every positive, the annotated explicit absences first among the negatives,
 then random other negatives up to `neg_ratio` per positive, redrawn each epoch. With
 `evidence_weight < 1` a post-level multiple-instance loss joins in: each (post, criterion)
 bag's units are scored without gradient, its MIL_UNITS best are re-run with gradient and
@@ -17,7 +17,6 @@ this class; every epoch's metrics go to `on_epoch`.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
@@ -35,12 +33,12 @@ from nli_tune.evaluation.metrics import post_metrics
 from nli_tune.evaluation.scoring import PostScores, forward_pairs, score_posts
 from nli_tune.model.aggregate import aggregate
 from nli_tune.model.calibration import Calibration, fit_calibration
+from nli_tune.model.precision import autocast_dtype
 from nli_tune.pairs.encoding import UnitData, bucketed_batches, pair_lengths
 from nli_tune.redsm5.folds import calibration_split
+from nli_tune.training.checkpoints import load_checkpoint, save_checkpoint
+from nli_tune.training.sampling import MIL_UNITS, Sampler
 
-STATE_TENSORS = "trainer_state.safetensors"
-STATE_JSON = "trainer_state.json"
-MIL_UNITS = 4  # units per bag re-run with gradient for the post-level loss
 MAX_GRAD_NORM = 1.0  # gradients clipped to this global norm before every optimizer step
 
 
@@ -71,26 +69,6 @@ def two_class(logit: torch.Tensor) -> torch.Tensor:
     sigmoid(d), so the class-weighted cross-entropy is a class-weighted binary
     cross-entropy on the unit logit, for an nli pair and a multilabel criterion alike."""
     return torch.stack([torch.zeros_like(logit), logit], dim=1)
-
-
-def cpu_has_bf16() -> bool:
-    """True on CPUs with native bf16 math (AVX512-BF16 / AMX), where bf16 autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision`, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_bf16() else None
 
 
 @dataclass
@@ -133,76 +111,23 @@ class FoldTrainer:
             self.train, self.calib = train.subset(fit_posts), train.subset(calib_posts)
         self.calibration = Calibration()
         self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-        t = self.train
-        self.positives = np.argwhere(t.evidence == 1)  # [(unit, criterion)]
-        # Negatives in three tiers: annotated absences ("I sleep fine these days"), units
-        # that are evidence for *another* criterion (they teach which criterion a sentence
-        # shows), then everything else (mostly sentences that show none).
-        neg = np.argwhere(t.evidence == 0)
-        hard = t.hard[neg[:, 0], neg[:, 1]]
-        cross = ~hard & (t.evidence[neg[:, 0]] == 1).any(axis=1)
-        self.negatives = np.concatenate([neg[hard], neg[cross], neg[~hard & ~cross]])
-        self.n_hard, self.n_cross = int(hard.sum()), int(cross.sum())
-        n_batches = self._batches_per_epoch()
+        self.sampler = Sampler(cfg, self.train)
+        # What the trainer's callers read: the evidence examples' tiers.
+        self.positives, self.negatives = self.sampler.positives, self.sampler.negatives
+        self.n_hard, self.n_cross = self.sampler.n_hard, self.sampler.n_cross
+        self.evidence_examples = self.sampler.evidence_examples
+        self._mil_bags = self.sampler.mil_bags
+        n_batches = self.sampler.batches_per_epoch()
         total = cfg.epochs * math.ceil(n_batches / cfg.grad_accum)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * total), max(total, 1)
         )
         self.loss_fn = class_weighted_loss(
-            self._n_negatives(), len(self.positives), cfg, self.device
+            self.sampler.n_negatives(), len(self.positives), cfg, self.device
         )
         self.state = FoldState()
-        self._best_params: dict[str, torch.Tensor] | None = None
-        self._best_calibration = Calibration()
-
-    # --- what an epoch trains on ---------------------------------------------------------
-    def _budget(self, n_pos: int, n_neg: int) -> int:
-        """Negatives drawn per epoch against n_pos positives: neg_ratio each, or all."""
-        if self.cfg.neg_ratio is None:
-            return n_neg
-        return min(n_neg, math.ceil(self.cfg.neg_ratio * max(n_pos, 1)))
-
-    def _n_negatives(self) -> int:
-        return self._budget(len(self.positives), len(self.negatives))
-
-    def evidence_examples(self, rng: np.random.Generator) -> np.ndarray:
-        """This epoch's (unit, criterion) examples: every positive, the annotated absences,
-        then a fresh random draw that fills the negative budget half from other criteria's
-        evidence units and half from the rest."""
-        if self.cfg.evidence_weight == 0:
-            return np.zeros((0, 2), np.int64)
-        n = self._n_negatives()
-        h, c = self.n_hard, self.n_hard + self.n_cross
-        hard, cross, easy = self.negatives[:h], self.negatives[h:c], self.negatives[c:]
-        if n <= len(hard):
-            return np.concatenate([self.positives, hard[_draw(rng, len(hard), n)]])
-        n_cross = min(len(cross), (n - len(hard) + 1) // 2)
-        n_cross = max(n_cross, n - len(hard) - len(easy))  # too few easy ones: more cross
-        picked = [hard, cross[_draw(rng, len(cross), n_cross)]]
-        picked.append(easy[_draw(rng, len(easy), n - len(hard) - n_cross)])
-        return np.concatenate([self.positives, *picked]).astype(np.int64)
-
-    def _mil_bags(self, rng: np.random.Generator) -> np.ndarray:
-        """This epoch's (post, criterion) bags for the MIL loss: every matched one plus a
-        fresh draw of neg_ratio unmatched ones per matched."""
-        if self.cfg.evidence_weight == 1:
-            return np.zeros((0, 2), np.int64)
-        labels = self.train.post_labels
-        pos, neg = np.argwhere(labels == 1), np.argwhere(labels == 0)
-        n = self._budget(len(pos), len(neg))
-        return np.concatenate([pos, neg[rng.choice(len(neg), n, replace=False)]])
-
-    def _mil_bag_batch(self) -> int:
-        return max(1, self.cfg.batch_size // MIL_UNITS)
-
-    def _batches_per_epoch(self) -> int:
-        n_ev = 0 if self.cfg.evidence_weight == 0 else len(self.positives) + self._n_negatives()
-        n_bags = 0
-        if self.cfg.evidence_weight < 1:
-            labels = self.train.post_labels
-            n_pos = int(labels.sum())
-            n_bags = n_pos + self._budget(n_pos, labels.size - n_pos)
-        return math.ceil(n_ev / self.cfg.batch_size) + math.ceil(n_bags / self._mil_bag_batch())
+        self.best_params: dict[str, torch.Tensor] | None = None
+        self.best_calibration = Calibration()
 
     # --- training -------------------------------------------------------------------------
     def _forward(self, data: UnitData, units: np.ndarray, crits: np.ndarray):
@@ -273,7 +198,7 @@ class FoldTrainer:
             for b in bucketed_batches(lengths, self.cfg.batch_size, self.rng)
         ]
         bags = self._mil_bags(self.rng)
-        size = self._mil_bag_batch()
+        size = self.sampler.mil_bag_batch()
         order = self.rng.permutation(len(bags))
         steps += [("mil", bags[order[i : i + size]]) for i in range(0, len(bags), size)]
         steps = [steps[i] for i in self.rng.permutation(len(steps))]
@@ -328,9 +253,9 @@ class FoldTrainer:
             metrics = self.step_epoch()
             if on_epoch is not None:
                 on_epoch(metrics)
-        if self.val is not None and self._best_params is not None:
-            self._load_trainable(self._best_params)  # leave the model at its best epoch
-            self.calibration = self._best_calibration
+        if self.val is not None and self.best_params is not None:
+            self.load_trainable(self.best_params)  # leave the model at its best epoch
+            self.calibration = self.best_calibration
         elif self.val is None:
             self.calibrate()
         return self.state
@@ -377,8 +302,8 @@ class FoldTrainer:
         improved = val["macro_f1"] > s.best_score
         if improved:
             s.best_score, s.best_epoch, s.bad_epochs = val["macro_f1"], s.epoch, 0
-            self._best_params = self._trainable_state()
-            self._best_calibration = self.calibration
+            self.best_params = self.trainable_state()
+            self.best_calibration = self.calibration
         else:
             s.bad_epochs += 1
         metrics |= {"best_val_macro_f1": s.best_score, "best_epoch": s.best_epoch}
@@ -395,63 +320,19 @@ class FoldTrainer:
     def _trainable(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
+    def trainable_state(self) -> dict[str, torch.Tensor]:
         return {
             n: p.detach().clone().cpu() for n, p in self.model.named_parameters() if p.requires_grad
         }
 
-    def _load_trainable(self, state: dict[str, torch.Tensor]) -> None:
+    def load_trainable(self, state: dict[str, torch.Tensor]) -> None:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value.to(params[name].device))
 
     def save_checkpoint(self, out_dir: str | Path) -> None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tensors = {f"param/{k}": v for k, v in self._trainable_state().items()}
-        if self._best_params is not None:
-            tensors |= {f"best/{k}": v for k, v in self._best_params.items()}
-        opt = self.optimizer.state_dict()
-        for pid, pstate in opt["state"].items():
-            for key, value in pstate.items():
-                tensors[f"opt/{pid}/{key}"] = value.detach().contiguous().cpu()
-        save_file(tensors, str(out / STATE_TENSORS))
-        meta = {
-            "fold_state": self.state.__dict__,
-            "scheduler": self.scheduler.state_dict(),
-            "param_groups": opt["param_groups"],
-            "rng": self.rng.bit_generator.state,
-            "calibration": self.calibration.to_dict(),
-            "best_calibration": self._best_calibration.to_dict(),
-        }
-        (out / STATE_JSON).write_text(json.dumps(meta, default=_jsonable))
+        save_checkpoint(self, out_dir)
 
     def load_checkpoint(self, src_dir: str | Path) -> None:
-        src = Path(src_dir)
-        tensors = load_file(str(src / STATE_TENSORS))
-        meta = json.loads((src / STATE_JSON).read_text())
-        self._load_trainable({k[6:]: v for k, v in tensors.items() if k.startswith("param/")})
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
-        self._best_params = best or None
-        opt_state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith("opt/"):
-                _, pid, name = key.split("/", 2)
-                opt_state.setdefault(int(pid), {})[name] = value.to(self.device)
-        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
-        self.scheduler.load_state_dict(meta["scheduler"])
-        self.rng.bit_generator.state = meta["rng"]
-        self.state = FoldState(**meta["fold_state"])
-        self.calibration = Calibration(**meta["calibration"])
-        self._best_calibration = Calibration(**meta["best_calibration"])
-
-
-def _draw(rng: np.random.Generator, population: int, n: int) -> np.ndarray:
-    return rng.choice(population, n, replace=False)
-
-
-def _jsonable(value):
-    if isinstance(value, np.integer | np.floating):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        load_checkpoint(self, src_dir)
