@@ -35,6 +35,11 @@ def _print_stats(s: dict, source: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return _check(args) if args.cmd == "check" else _synth(args)
+
+
+def _parser() -> argparse.ArgumentParser:
     from nli_tune.redsm5.synth_templates import TEMPLATE_SETS  # loads the template JSON: only here
 
     parser = argparse.ArgumentParser(
@@ -68,24 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         "never uses, to test generalisation to unseen wording; all: both",
     )
     synth.add_argument("--overwrite", action="store_true", help="replace existing CSVs")
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.cmd == "check":
-        data = load_redsm5(args.data_dir)
-        s = stats(data)
-        report = location_report(data)
-        s["annotations_located"] = {
-            "criterion_annotations": report.annotations,
-            "exact": report.exact,
-            "normalised": report.normalised,
-            "not_located": report.not_located,
-        }
-        if args.json:
-            print(json.dumps(s, indent=2))
-        else:
-            _print_stats(s, data.source)
-            print(f"  {report.line()}")
-        return 0
+
+def _check(args) -> int:
+    """Validate the folder, locate the annotations in their posts, print the counts."""
+    data = load_redsm5(args.data_dir)
+    s = stats(data)
+    report = location_report(data)
+    s["annotations_located"] = {
+        "criterion_annotations": report.annotations,
+        "exact": report.exact,
+        "normalised": report.normalised,
+        "not_located": report.not_located,
+    }
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        _print_stats(s, data.source)
+        print(f"  {report.line()}")
+    return 0
+
+
+def _synth(args) -> int:
+    """Write a synthetic ReDSM5-format set."""
     from nli_tune.redsm5 import synth as synth_mod
 
     if args.posts < 1:

@@ -298,6 +298,39 @@ def table(variants: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _check(args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak, peak_source = peak_flops(device, args.peak_tflops)
+    counts = flop_counts(build(args.tiny, "eager", False, "meta"), args.seq)
+    env = environment(device)
+    variants, best = _run_variants(args, device, env, counts, peak, peak_source)
+    if args.output:
+        results = {
+            "environment": env,
+            "device": device.type,
+            "peak_flops": peak,
+            "peak_flops_source": peak_source,
+            "shape": shape(gemma3_1b_text_config(args.tiny)),
+            "dora": {"rank": 16, "targets": TrainConfig().dora_targets, "dropout": 0.0},
+            "precision": f"bf16 autocast, backbone weights {args.weights}",
+            **{k: getattr(args, k) for k in ("batch", "seq", "steps", "warmup")},
+            "flops": {"formula": FORMULA, **counts},
+            "peak_memory": (
+                "torch.cuda.max_memory_allocated" if device.type == "cuda" else "none on CPU"
+            ),
+            "goal_mfu": GOAL_MFU,
+            "best_mfu": best,
+            "goal_met": None if best is None else best >= GOAL_MFU,
+            "variants": variants,
+        }
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(results, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m nli_tune.bench_gpu",
         description="Time the product's training step on a Gemma-3 1B-shape encoder (random "
@@ -331,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run without CUDA to check the arithmetic; its timings say nothing about a GPU",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def _check(args) -> None:
+    """One-line errors for arguments that cannot run, before any model is built."""
     for name in ("batch", "seq", "steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} {getattr(args, name)}: must be >= 1")
@@ -344,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
             "no CUDA device: this bench times GPU training; run it on a GPU machine, or add "
             "--allow-cpu (with --tiny) to check its arithmetic on the CPU"
         )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak, peak_source = peak_flops(device, args.peak_tflops)
-    counts = flop_counts(build(args.tiny, "eager", False, "meta"), args.seq)
-    env = environment(device)
+
+
+def _run_variants(args, device, env: dict, counts: dict, peak, peak_source: str):
+    """Every (checkpointing, attention backend) variant, a table row as each ends; returns
+    the variants and the best MFU (None without a known peak)."""
     print(
         f"{env['card']}; torch {env['torch']} (CUDA {env['cuda']}), transformers "
         f"{env['transformers']}, peft {env['peft']}; peak "
@@ -370,25 +408,4 @@ def main(argv: list[str] | None = None) -> int:
     mfus = [v["mfu"] for v in variants if v.get("mfu") is not None]
     best = max(mfus, default=None)
     print(f"best MFU {'-' if best is None else f'{best:.1%}'} against the goal {GOAL_MFU:.0%}")
-    if args.output:
-        memory = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "none on CPU"
-        results = {
-            "environment": env,
-            "device": device.type,
-            "peak_flops": peak,
-            "peak_flops_source": peak_source,
-            "shape": shape(gemma3_1b_text_config(args.tiny)),
-            "dora": {"rank": 16, "targets": TrainConfig().dora_targets, "dropout": 0.0},
-            "precision": f"bf16 autocast, backbone weights {args.weights}",
-            **{k: getattr(args, k) for k in ("batch", "seq", "steps", "warmup")},
-            "flops": {"formula": FORMULA, **counts},
-            "peak_memory": memory,
-            "goal_mfu": GOAL_MFU,
-            "best_mfu": best,
-            "goal_met": None if best is None else best >= GOAL_MFU,
-            "variants": variants,
-        }
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(results, indent=2))
-    return 0
+    return variants, best
