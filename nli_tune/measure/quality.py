@@ -46,26 +46,7 @@ HELDOUT_SEED = 2026  # seed of the held-out-template draw
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m nli_tune.bench quality", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--folds", type=int, default=3, help="CV folds, as in a search (default 3)")
-    p.add_argument("--data-dir", help="ReDSM5 folder (default: the bundled synthetic sample)")
-    p.add_argument(
-        "--heldout-posts",
-        type=int,
-        default=120,
-        help="posts in the held-out-template draw (default 120; 0 skips it)",
-    )
-    p.add_argument("--config", help="YAML/JSON config overrides shared by every design")
-    p.add_argument(
-        "--only",
-        choices=ROWS,
-        action="append",
-        help="run only these rows (repeatable; default all)",
-    )
-    p.add_argument("--output", default="quality.json", help="JSON results (and a .md table)")
-    args = p.parse_args(argv)
+    args = _parser().parse_args(argv)
     from nli_tune.core.config import read_mapping
 
     shared = read_mapping(args.config) if args.config else {}
@@ -87,28 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         rows |= _baseline_rows(pairs, texts, plan, args.folds, heldout, base)
 
     for name, (key, overrides) in DESIGNS.items():
-        if key not in only:
-            continue
-        cfg = TrainConfig.from_dict(shared | overrides)
-        started, folds, fresh, calib = time.perf_counter(), [], [], []
-        units = fresh_units = None  # encoded once per design: every fold shares them
-        for k in range(args.folds):
-            model, tok = build_model(cfg)
-            if units is None:
-                units = encode(tok, data, cfg).assemble(cfg, pairs)
-                if heldout:
-                    fresh_units = encode(tok, heldout[0], cfg).assemble(cfg, heldout[1])
-            train_posts, val_posts = plan.fold(k)
-            trainer = FoldTrainer(cfg, model, units.subset(train_posts), None)
-            trainer.fit()
-            calib.append([str(p) for p in trainer.calib.posts] if trainer.calib else [])
-            folds.append(trainer.evaluate(units.subset(val_posts)))
-            if heldout:
-                fresh.append(trainer.evaluate(fresh_units))
-            print(f"  {name}: fold {k} macro-F1 {folds[-1]['macro_f1']:.3f}", flush=True)
-        rows[name] = _summary(folds, fresh, time.perf_counter() - started)
-        rows[name]["fold_calib_posts"] = calib  # the TF-IDF row's, fold by fold
-        _print_row(name, rows[name])
+        if key in only:
+            cfg = TrainConfig.from_dict(shared | overrides)
+            rows[name] = _design_row(name, cfg, data, pairs, plan, args.folds, heldout)
 
     result = {
         "data": str(data.source),
@@ -125,6 +87,53 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(markdown_table(result))
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nli_tune.bench quality", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--folds", type=int, default=3, help="CV folds, as in a search (default 3)")
+    p.add_argument("--data-dir", help="ReDSM5 folder (default: the bundled synthetic sample)")
+    p.add_argument(
+        "--heldout-posts",
+        type=int,
+        default=120,
+        help="posts in the held-out-template draw (default 120; 0 skips it)",
+    )
+    p.add_argument("--config", help="YAML/JSON config overrides shared by every design")
+    p.add_argument(
+        "--only",
+        choices=ROWS,
+        action="append",
+        help="run only these rows (repeatable; default all)",
+    )
+    p.add_argument("--output", default="quality.json", help="JSON results (and a .md table)")
+    return p
+
+
+def _design_row(name: str, cfg, data, pairs, plan, n_folds: int, heldout) -> dict:
+    """One design trained and scored on every fold (and the held-out-template draw)."""
+    started, folds, fresh, calib = time.perf_counter(), [], [], []
+    units = fresh_units = None  # encoded once per design: every fold shares them
+    for k in range(n_folds):
+        model, tok = build_model(cfg)
+        if units is None:
+            units = encode(tok, data, cfg).assemble(cfg, pairs)
+            if heldout:
+                fresh_units = encode(tok, heldout[0], cfg).assemble(cfg, heldout[1])
+        train_posts, val_posts = plan.fold(k)
+        trainer = FoldTrainer(cfg, model, units.subset(train_posts), None)
+        trainer.fit()
+        calib.append([str(p) for p in trainer.calib.posts] if trainer.calib else [])
+        folds.append(trainer.evaluate(units.subset(val_posts)))
+        if heldout:
+            fresh.append(trainer.evaluate(fresh_units))
+        print(f"  {name}: fold {k} macro-F1 {folds[-1]['macro_f1']:.3f}", flush=True)
+    row = _summary(folds, fresh, time.perf_counter() - started)
+    row["fold_calib_posts"] = calib  # the TF-IDF row's, fold by fold
+    _print_row(name, row)
+    return row
 
 
 def _heldout_draw(n_posts: int, data):
