@@ -110,22 +110,15 @@ def run_search(
     fingerprint: str,
     env: dict[str, str],
 ) -> dict[str, Any]:
+    """Start (or join) Ray, open the run folder and MLflow run, run every trial through
+    Tune and export the results; returns the best trial's summary."""
     import optuna
     from ray import tune
 
-    from nli_tune.tracking.runs import absolute_uri, open_search_run
-    from nli_tune.tuning.driver_callbacks import (
-        ReleaseWorkerGroups,
-        TrialClock,
-        sweep_orphan_placement_groups,
-    )
-    from nli_tune.tuning.mlflow_callback import MlflowTrialCallback
-    from nli_tune.tuning.optuna_search import make_scheduler, make_searcher
+    from nli_tune.tuning.driver_callbacks import ReleaseWorkerGroups, TrialClock
     from nli_tune.tuning.progress import ProgressLines
-    from nli_tune.tuning.trial import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    max_epochs = int(space.value_range("epochs")[1])  # ASHA's max_t
     search_id, identity = resolve_search_id(space, fingerprint, run_dir, args.resume)
     t0 = time.time()
     ray = start_ray(args, env)
@@ -134,107 +127,132 @@ def run_search(
     try:
         resources = ray.cluster_resources()
         max_concurrent = concurrency(space, resources)
-        exp_id, parent_id = open_search_run(args.mlflow_uri, space, search_id, fingerprint)
-        # First files only now: every check that can fail on the user's input has passed.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(space.source, run_dir / "space.yaml")
-        data.plan.save(run_dir / "folds.json")
-        save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri))
+        mlflow_cb = _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint)
         print(
             f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs -> "
             f"{max_concurrent} trial(s) at a time",
             flush=True,
         )
-        mlflow_cb = MlflowTrialCallback(
-            args.mlflow_uri,
-            exp_id,
-            parent_id,
-            search_id,
-            base_config={k: v for k, v in base.to_dict().items() if k != "extra"},
-            pending=run_dir / PENDING_FILE,  # where records wait while MLflow is unreachable
-        )
         storage = args.storage.rstrip("/")  # a local path or a URI such as s3://bucket/x
-        settings = TrialSettings(
-            base_config=space.base_config(),
-            cpus_per_worker=space.cpus_per_worker,
-            worker_threads=space.worker_threads,
-            gpus_per_worker=space.gpus_per_worker,
-            train_storage=f"{storage}/train",
-            rungs=space.judged_rungs(),  # where the folds score (None: every epoch)
-        )
-        # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, shared={"ref": ray.put(data)}, settings=settings),
-            {"cpu": space.driver_cpus},
-        )
-        exp_path = f"{storage}/{space.name}"
-        progress = (
-            []
-            if args.quiet
-            else [
-                ProgressLines(
-                    space.num_samples, list(space.params), base.epochs, space.scheduler_metric
-                )
-            ]
-        )
+        trainable = _trainable(tune, ray, space, data, storage)
         clock = TrialClock()  # the trials' wall time, for their overhead in cv_results.csv
+        lines = ProgressLines(
+            space.num_samples, list(space.params), base.epochs, space.scheduler_metric
+        )
+        progress = [] if args.quiet else [lines]  # one line per trial event
         # A trial restarted on another node, or resumed, re-reports its restored epoch (see
         # tuning.trial.fold_worker); Optuna keeps the first, equal, value and warns.
         warnings.filterwarnings(
             "ignore", r"The reported value is ignored because this `step=", UserWarning
         )
         if args.resume:
-            tuner = _restore(tune, exp_path, trainable)
+            tuner = _restore(tune, f"{storage}/{space.name}", trainable)
         else:
-            scheduler = make_scheduler(space, max_epochs)
-            # A fresh search's study starts empty (one left by a search whose Tune state
-            # was in another --storage would otherwise be continued).
-            (run_dir / STUDY_FILE).unlink(missing_ok=True)
-            searcher = make_searcher(space, run_dir / STUDY_FILE)  # for optuna-dashboard
-            tuner = tune.Tuner(
-                trainable,
-                param_space=tune_distributions(space),
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher,
-                    scheduler=scheduler,
-                    num_samples=space.num_samples,
-                    max_concurrent_trials=max_concurrent,
-                    # Not reuse_actors, though it saves ~2.8 s between trials here: Tune then
-                    # parks an ASHA-stopped trial's actor, its thread blocked in tune.report,
-                    # until another trial takes it over. Its Train controller can outlive
-                    # ReleaseWorkerGroups' delay and replace the group freed under it, and the
-                    # next trial fails if the abort takes over 2 s (Tune's reset timeout).
-                ),
-                run_config=tune.RunConfig(
-                    storage_path=storage,
-                    name=space.name,
-                    verbose=0,  # ProgressLines below: one line per trial event instead
-                    # A trial whose driver is lost (its node died) restarts and continues
-                    # from its folds' last checkpoint; Ray Train retries fold workers itself.
-                    failure_config=tune.FailureConfig(max_failures=2),
-                    callbacks=[mlflow_cb, ReleaseWorkerGroups(), clock, *progress],
-                ),
-            )
-        try:
-            grid = tuner.fit()
-            sweep_orphan_placement_groups()
-            unfinished = _unfinished_trials(grid, space.num_samples, mlflow_cb.ended_trials())
-            if unfinished:
-                raise SearchInterrupted(
-                    f"search interrupted with {unfinished} trial(s) unfinished; continue it "
-                    f"with the same command plus --resume"
-                )
-            return export(grid, space, run_dir, mlflow_cb, fingerprint, clock)
-        except SearchInterrupted:
-            raise  # the parent run stays RUNNING: --resume continues it
-        except BaseException:
-            try:
-                mlflow_cb.write({"kind": "parent_end", "status": "FAILED"})
-            except Exception:
-                pass  # the search's own error is the one to show
-            raise
+            callbacks = [mlflow_cb, ReleaseWorkerGroups(), clock, *progress]
+            tuner = _new_tuner(tune, space, trainable, run_dir, storage, max_concurrent, callbacks)
+        return _fit_and_export(tuner, space, run_dir, mlflow_cb, fingerprint, clock)
     finally:
         ray.shutdown()
+
+
+def _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint):
+    """The MLflow parent run, then the run folder's first files (every check on the user's
+    input has passed by now); returns the MLflow Tune callback."""
+    from nli_tune.tracking.runs import absolute_uri, open_search_run
+    from nli_tune.tuning.mlflow_callback import MlflowTrialCallback
+
+    exp_id, parent_id = open_search_run(args.mlflow_uri, space, search_id, fingerprint)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(space.source, run_dir / "space.yaml")
+    data.plan.save(run_dir / "folds.json")
+    save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri))
+    return MlflowTrialCallback(
+        args.mlflow_uri,
+        exp_id,
+        parent_id,
+        search_id,
+        base_config={k: v for k, v in base.to_dict().items() if k != "extra"},
+        pending=run_dir / PENDING_FILE,  # where records wait while MLflow is unreachable
+    )
+
+
+def _trainable(tune, ray, space: SearchSpace, data: TrialData, storage: str):
+    """run_trial with the shared data (in Ray's object store), its settings and its
+    driver's CPUs."""
+    from nli_tune.tuning.trial import run_trial
+
+    settings = TrialSettings(
+        base_config=space.base_config(),
+        cpus_per_worker=space.cpus_per_worker,
+        worker_threads=space.worker_threads,
+        gpus_per_worker=space.gpus_per_worker,
+        train_storage=f"{storage}/train",
+        rungs=space.judged_rungs(),  # where the folds score (None: every epoch)
+    )
+    # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
+    return tune.with_resources(
+        tune.with_parameters(run_trial, shared={"ref": ray.put(data)}, settings=settings),
+        {"cpu": space.driver_cpus},
+    )
+
+
+def _new_tuner(tune, space, trainable, run_dir: Path, storage: str, max_concurrent, callbacks):
+    """A fresh search's Tuner: Optuna's searcher (its study in the run folder) and ASHA."""
+    from nli_tune.tuning.optuna_search import make_scheduler, make_searcher
+
+    scheduler = make_scheduler(space, int(space.value_range("epochs")[1]))  # max_t
+    # A fresh search's study starts empty (one left by a search whose Tune state was in
+    # another --storage would otherwise be continued).
+    (run_dir / STUDY_FILE).unlink(missing_ok=True)
+    searcher = make_searcher(space, run_dir / STUDY_FILE)  # for optuna-dashboard
+    return tune.Tuner(
+        trainable,
+        param_space=tune_distributions(space),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=space.num_samples,
+            max_concurrent_trials=max_concurrent,
+            # Not reuse_actors, though it saves ~2.8 s between trials here: Tune then
+            # parks an ASHA-stopped trial's actor, its thread blocked in tune.report,
+            # until another trial takes it over. Its Train controller can outlive
+            # ReleaseWorkerGroups' delay and replace the group freed under it, and the
+            # next trial fails if the abort takes over 2 s (Tune's reset timeout).
+        ),
+        run_config=tune.RunConfig(
+            storage_path=storage,
+            name=space.name,
+            verbose=0,  # ProgressLines (in callbacks): one line per trial event instead
+            # A trial whose driver is lost (its node died) restarts and continues
+            # from its folds' last checkpoint; Ray Train retries fold workers itself.
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _fit_and_export(tuner, space, run_dir: Path, mlflow_cb, fingerprint: str, clock):
+    """Run the trials; export them, or say how many a Ctrl-C left unfinished."""
+    from nli_tune.tuning.driver_callbacks import sweep_orphan_placement_groups
+
+    try:
+        grid = tuner.fit()
+        sweep_orphan_placement_groups()
+        unfinished = _unfinished_trials(grid, space.num_samples, mlflow_cb.ended_trials())
+        if unfinished:
+            raise SearchInterrupted(
+                f"search interrupted with {unfinished} trial(s) unfinished; continue it "
+                f"with the same command plus --resume"
+            )
+        return export(grid, space, run_dir, mlflow_cb, fingerprint, clock)
+    except SearchInterrupted:
+        raise  # the parent run stays RUNNING: --resume continues it
+    except BaseException:
+        try:
+            mlflow_cb.write({"kind": "parent_end", "status": "FAILED"})
+        except Exception:
+            pass  # the search's own error is the one to show
+        raise
 
 
 def _restore(tune, exp_path: str, trainable):
