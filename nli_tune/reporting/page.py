@@ -82,82 +82,15 @@ def render(
     images: dict,
     captions: dict | None = None,
 ) -> str:
-    table, params = ranked(files), list(files.space.params)
+    """The report page: the ranked trials, the tests of the best against the next ones, the
+    reference rows, the searched switches, rung fidelity, plots and the final model."""
+    table = ranked(files)
     k, metric = files.k, files.metric
-    std = table.apply(lambda r: float(np.std(files.fold_scores(r))), axis=1)
-    rows = []
-    for i, (_, r) in enumerate(table.iterrows(), 1):
-        folds = " ".join(_num(v) for v in files.fold_scores(r))
-        rows.append(
-            [str(i), html.escape(str(r["trial_id"]))]
-            + [_param(r[p]) for p in params]
-            + [
-                f"{_num(r[metric])} ± {_num(std[r.name])}",
-                folds,
-                _num(r["cv_macro_f1"]),
-                _num(r["cv_roc_auc"]),
-                str(int(r["epochs"])),
-                html.escape(str(r["status"])),
-            ]
-        )
-    failed = files.results[files.results[metric].isna()]
-    for _, r in failed.iterrows():
-        rows.append(
-            ["—", html.escape(str(r["trial_id"]))]
-            + ["" for _ in params]
-            + ["—", "", "", "", str(int(r["epochs"])), html.escape(str(r["status"]))]
-        )
-    ranked_html = _table(
-        [
-            "rank",
-            "trial",
-            *params,
-            f"{metric} (mean ± std)",
-            f"{k} folds",
-            "cv macro-F1",
-            "cv ROC-AUC",
-            "epochs",
-            "status",
-        ],
-        rows,
-        "ranked",
-    )
+    ranked_html = _ranked_table(files, table)
     mixed = table["epochs"].nunique() > 1
-
-    tests = comparisons(files)
+    test_rows = _test_rows(files)
     best = table.iloc[0] if len(table) else None
-    test_rows = [
-        [
-            html.escape(str(t["trial_id"])),
-            "each trial's last (mixed)" if t["mixed"] else str(t["epoch"] or "last"),
-            f"{t['difference']:+.3f}",
-            f"{t['ci_low']:+.3f} to {t['ci_high']:+.3f}",
-            _num(t["p"]),
-            f'<span class="verdict">{html.escape(t["sentence"])}</span>',
-        ]
-        for t in tests
-    ]
-    # The baselines have macro-F1 per fold: the best trial's, at its last epoch, faces them.
-    best_scores = files.fold_scores(best, "cv_macro_f1") if best is not None else None
-    ref_rows = []
-    for _, r in refs.iterrows():
-        scores = np.asarray(r["fold_macro_f1"], dtype=float)
-        row = [
-            html.escape(r["setup"]),
-            f"{scores.mean():.3f} ± {scores.std():.3f}",
-            " ".join(_num(v) for v in scores),
-            _num(r["cv_roc_auc"]),
-            _num(r["cv_roc_auc_within"]),
-            _num(r["cv_pr_auc"]),
-            " ".join(str(len(c)) for c in r["fold_calib_posts"]),
-        ]
-        if best_scores is not None:
-            t = corrected_ttest(best_scores, scores, 1 / (k - 1))
-            row.append(
-                f"{t['difference']:+.3f} ({t['ci_low']:+.3f} to {t['ci_high']:+.3f}), "
-                f"p {_num(t['p'])}: {html.escape(verdict(t, k))}"
-            )
-        ref_rows.append(row)
+    ref_rows = _reference_rows(files, refs, best)
     parts = [
         f"<h1>Search report: {html.escape(files.space.name)}</h1>",
         f"<p>{len(files.results)} trials, {k} post-grouped CV folds, "
@@ -236,6 +169,93 @@ def render(
         f"report: {html.escape(files.space.name)}</title><style>{style}</style></head>"
         f"<body>{body}</body></html>"
     )
+
+
+def _ranked_table(files: SearchFiles, table: pd.DataFrame) -> str:
+    """Every scored trial by rank with its fold scores; failed trials last."""
+    params, k, metric = list(files.space.params), files.k, files.metric
+    std = table.apply(lambda r: float(np.std(files.fold_scores(r))), axis=1)
+    rows = []
+    for i, (_, r) in enumerate(table.iterrows(), 1):
+        folds = " ".join(_num(v) for v in files.fold_scores(r))
+        rows.append(
+            [str(i), html.escape(str(r["trial_id"]))]
+            + [_param(r[p]) for p in params]
+            + [
+                f"{_num(r[metric])} ± {_num(std[r.name])}",
+                folds,
+                _num(r["cv_macro_f1"]),
+                _num(r["cv_roc_auc"]),
+                str(int(r["epochs"])),
+                html.escape(str(r["status"])),
+            ]
+        )
+    failed = files.results[files.results[metric].isna()]
+    for _, r in failed.iterrows():
+        rows.append(
+            ["—", html.escape(str(r["trial_id"]))]
+            + ["" for _ in params]
+            + ["—", "", "", "", str(int(r["epochs"])), html.escape(str(r["status"]))]
+        )
+    ranked_html = _table(
+        [
+            "rank",
+            "trial",
+            *params,
+            f"{metric} (mean ± std)",
+            f"{k} folds",
+            "cv macro-F1",
+            "cv ROC-AUC",
+            "epochs",
+            "status",
+        ],
+        rows,
+        "ranked",
+    )
+    return ranked_html
+
+
+def _test_rows(files: SearchFiles) -> list[list[str]]:
+    """The corrected t-tests of the best trial against the next ones, at equal epochs."""
+    tests = comparisons(files)
+    return [
+        [
+            html.escape(str(t["trial_id"])),
+            "each trial's last (mixed)" if t["mixed"] else str(t["epoch"] or "last"),
+            f"{t['difference']:+.3f}",
+            f"{t['ci_low']:+.3f} to {t['ci_high']:+.3f}",
+            _num(t["p"]),
+            f'<span class="verdict">{html.escape(t["sentence"])}</span>',
+        ]
+        for t in tests
+    ]
+
+
+def _reference_rows(files: SearchFiles, refs: pd.DataFrame, best) -> list[list[str]]:
+    """The majority class and TF-IDF on the same folds, against the best trial's folds."""
+    k = files.k
+    # The baselines have macro-F1 per fold: the best trial's, at its last epoch, faces them.
+    best_scores = files.fold_scores(best, "cv_macro_f1") if best is not None else None
+    ref_rows = []
+    for _, r in refs.iterrows():
+        scores = np.asarray(r["fold_macro_f1"], dtype=float)
+        row = [
+            html.escape(r["setup"]),
+            f"{scores.mean():.3f} ± {scores.std():.3f}",
+            " ".join(_num(v) for v in scores),
+            _num(r["cv_roc_auc"]),
+            _num(r["cv_roc_auc_within"]),
+            _num(r["cv_pr_auc"]),
+            " ".join(str(len(c)) for c in r["fold_calib_posts"]),
+        ]
+        if best_scores is not None:
+            t = corrected_ttest(best_scores, scores, 1 / (k - 1))
+            row.append(
+                f"{t['difference']:+.3f} ({t['ci_low']:+.3f} to {t['ci_high']:+.3f}), "
+                f"p {_num(t['p'])}: {html.escape(verdict(t, k))}"
+            )
+        ref_rows.append(row)
+    return ref_rows
 
 
 FINAL_HEADER = [
