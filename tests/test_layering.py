@@ -5,6 +5,7 @@ The graph is read statically (every import statement, inside functions too), so 
 import cannot hide an arrow; one subprocess then checks what really loads at import."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -149,30 +150,22 @@ def test_no_private_names_across_folders():
     assert not crossing, crossing
 
 
+def _loaded_after_import(modules: list[str]) -> list[str]:
+    """Every module that importing `modules` loads, in a fresh interpreter."""
+    code = f"import json, sys; import {', '.join(modules)}; print(json.dumps(list(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def test_nothing_outside_tuning_loads_ray_or_tuning_at_import():
     """What the static tests cannot see: a third-party import that pulls Ray in."""
-    names = sorted(
-        m for m in MODULES if _floor(m) not in ("tuning",) and m not in ("nli_tune.search",)
-    )
-    code = (
-        f"import sys; import {', '.join(names)}; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray' "
-        "or m.startswith('nli_tune.tuning')))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == "[]"
+    names = sorted(m for m in MODULES if _floor(m) != "tuning" and m != "nli_tune.search")
+    loaded = _loaded_after_import(names)
+    assert not [m for m in loaded if m.split(".")[0] == "ray" or m.startswith("nli_tune.tuning")]
 
 
 def test_train_and_predict_check_their_input_before_torch_loads():
     """The commands import torch, transformers and peft (seconds) only after the config,
     data and model folder are checked, so bad input is answered at once."""
-    code = (
-        "import sys; import nli_tune.train, nli_tune.predict; "
-        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == "[]"
+    loaded = _loaded_after_import(["nli_tune.train", "nli_tune.predict"])
+    assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft")]
