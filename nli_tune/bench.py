@@ -4,15 +4,15 @@
                              [--hf-epochs 2] [--asha-off]
     python -m nli_tune.bench quality [--folds 3]     # quality side by side: see quality.py
     python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see measure/gpu.py
-    python -m nli_tune.bench learning [--seeds ...]  # does the default learn: bench_learning.py
+    python -m nli_tune.bench learning [--seeds ...]  # does the default learn: measure/learning.py
     python -m nli_tune.bench rungs RUN_DIR [--output F]  # can a search's epochs be trusted
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
 pair classifier, padding, and peak resident memory; our fold trainer against
-transformers.Trainer on one fold (bench_trainer.py); each fold's first epoch alone and the
+transformers.Trainer on one fold (measure/hf_trainer.py); each fold's first epoch alone and the
 folds one after another; then runs the README's main job, cut to fit (see
-bench_search.py), and reads each trial's overhead, the search's idle share, the epochs
+measure/search_timing.py), and reads each trial's overhead, the search's idle share, the epochs
 ASHA saved and the same first epoch with the folds side by side from it (--asha-off: and
 from the same search without ASHA). Prints each figure against its goal, beside its peer
 where one ran.

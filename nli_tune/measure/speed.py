@@ -206,7 +206,7 @@ def _pathological_segmentation_seconds() -> float:
 
 
 def _trainer_figures(args, tok) -> dict[str, float]:
-    """Our fold trainer against transformers.Trainer (bench_trainer.py) on fold 0 of the
+    """Our fold trainer against transformers.Trainer (measure/hf_trainer.py) on fold 0 of the
     bundled sample, with the search's defaults (sentence units, 3 negatives per positive)."""
     from nli_tune import SAMPLE_DIR
     from nli_tune.measure.hf_trainer import compare_with_hf_trainer

@@ -6,7 +6,7 @@ hypothesis is the criterion's description or its short name (`hypothesis`). With
 `pairing: multilabel` there is no hypothesis: the model reads `[bos] unit [eos]` once and
 gives all 9 criteria's logits, so a "pair" is the unit alone whatever its criterion.
 
-A unit is a sentence, a window of sentences or the whole post (see evidence.py). Each unit
+A unit is a sentence, a window of sentences or the whole post (see units/evidence.py). Each unit
 is tokenized once, with its tokens' character offsets, and paired with the 9 criteria only
 when a batch is built. A unit too long for `max_length` is split
 into consecutive token windows, so nothing is truncated away; only the whole-post ablation
