@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.batch_posts < 1:
         raise UserError(f"--batch-posts {args.batch_posts}: must be >= 1")
-    device = select_device(args)
     model_dir = check_model_dir(args.model)
     posts = read_posts(args.input)  # validated whole before any work
     output = Path(args.output)
     if output.is_dir():
         raise UserError(f"--output {output}: is a folder; give a CSV file name")
+    device = select_device(args)  # torch loads here: the input is checked
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
 
     # Only now torch, transformers and peft (seconds): bad input has failed fast above.

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(raw, source=str(args.config))  # {} -> the defaults
     if args.data_dir:
         cfg.data_dir = args.data_dir
-    device = select_device(args)
     data = load_redsm5(cfg.data_dir)  # a bad CSV fails here, before torch loads
+    device = select_device(args)
     _warn_fingerprint(raw.get("search"), data.fingerprint)
 
     from nli_tune.training.final import train_final  # torch, transformers, peft: seconds to import

@@ -746,7 +746,7 @@ def test_resume_without_a_search_and_rerun_without_resume_are_user_errors(smoke,
         "-m",
         "nli_tune.search",
         "--space",
-        str(tmp / "smoke.yaml"),
+        str(SPACES_DIR / "smoke.yaml"),  # the space the smoke fixture ran
         "--output",
         str(tmp / "outputs"),
     ]

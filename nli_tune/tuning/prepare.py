@@ -1,6 +1,6 @@
 """What every trial of a search shares, made once in the driver: the data, cut into units,
-located and tokenized (once per unit kind and model), the folds, and the trial settings.
-Typed, so that what travels to the workers says what it holds. No Ray here."""
+located and tokenized (once per unit kind and model), and the folds. Typed, so that what
+travels to the fold workers says what it holds. No Ray here."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pandas as pd
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError
-from nli_tune.model.backbones import load_backbone
 from nli_tune.pairs.encoding import (
     PairFormat,
     UnitData,
@@ -43,18 +42,6 @@ class TrialData:
         return assemble_for(cfg, table, tokens, self.fmt, self.pairs)
 
 
-@dataclass(frozen=True)
-class TrialSettings:
-    """What a trial needs besides its sampled config and the data."""
-
-    base_config: dict  # the training keys every trial shares
-    cpus_per_worker: float  # Ray CPUs per fold worker
-    worker_threads: int  # torch threads per fold worker
-    gpus_per_worker: float  # GPUs per fold worker (0: CPU)
-    train_storage: str  # Ray Train's run folders (local path or URI every node reaches)
-    rungs: list[int] | None  # epochs the folds score (ASHA's rungs); None: every epoch
-
-
 def prepare_trial_data(
     space: SearchSpace,
     base: TrainConfig,
@@ -64,6 +51,8 @@ def prepare_trial_data(
 ) -> TrialData:
     """Segment, locate and tokenize every unit kind a trial can get, once; check that the
     searched models tokenize alike and the shortest max_length fits the criteria."""
+    from nli_tune.model.backbones import load_backbone  # transformers: only the driver
+
     kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
     tables = {}
     for kind in kinds:

@@ -15,8 +15,9 @@ import os
 import resource
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -27,7 +28,9 @@ from ray.train.torch import TorchTrainer
 from nli_tune.redsm5.load import criterion_keys
 from nli_tune.study.space import scored_epochs
 from nli_tune.tuning.driver_callbacks import release_placement_group
-from nli_tune.tuning.prepare import TrialData, TrialSettings
+
+if TYPE_CHECKING:  # the fold workers import it (and torch) anyway; the trial actor need not
+    from nli_tune.tuning.prepare import TrialData
 
 # Per-fold metrics sent from each worker every epoch (numbers only, never text).
 FOLD_METRICS = (
@@ -53,6 +56,18 @@ INJECT_ERROR_ENV = "NLI_TUNE_INJECT_ERROR"
 # Written in a trial's Train run folder once its folds failed beyond Ray Train's retries.
 # Tune retries a trial (its driver can be lost with a node); a failed-for-good one is not rerun.
 FAILED_MARKER = "failed_for_good.txt"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What a trial needs besides its sampled config and the data."""
+
+    base_config: dict  # the training keys every trial shares
+    cpus_per_worker: float  # Ray CPUs per fold worker
+    worker_threads: int  # torch threads per fold worker
+    gpus_per_worker: float  # GPUs per fold worker (0: CPU)
+    train_storage: str  # Ray Train's run folders (local path or URI every node reaches)
+    rungs: list[int] | None  # epochs the folds score (ASHA's rungs); None: every epoch
 
 
 class TrialFailed(RuntimeError):

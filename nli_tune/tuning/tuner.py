@@ -9,7 +9,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,9 @@ from nli_tune.study.run_files import (
     save_search_id,
 )
 from nli_tune.study.space import SearchSpace, fold_column
-from nli_tune.tuning.prepare import TrialData, TrialSettings
+
+if TYPE_CHECKING:  # the search entry builds it; this module loads no torch at import
+    from nli_tune.tuning.prepare import TrialData
 
 
 def start_ray(args, env: dict[str, str]):
@@ -179,7 +181,7 @@ def _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint
 def _trainable(tune, ray, space: SearchSpace, data: TrialData, storage: str):
     """run_trial with the shared data (in Ray's object store), its settings and its
     driver's CPUs."""
-    from nli_tune.tuning.trial import run_trial
+    from nli_tune.tuning.trial import TrialSettings, run_trial
 
     settings = TrialSettings(
         base_config=space.base_config(),
