@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  scored {done}/{n} posts ({done * n_criteria()} rows, {matched} matched)  "
                 f"{rate:.1f} posts/s  eta {(n - done) / rate:.0f}s"
             )
+            _exit_if_terminated()
+        _exit_if_terminated()
         tmp.replace(output)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -142,8 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_TERMINATED: list[int] = []  # the SIGTERM received, if any
+
+
 def _exit_on_term(signum, frame):
+    _TERMINATED.append(signum)
     raise SystemExit(128 + signum)
+
+
+def _exit_if_terminated() -> None:
+    """Python runs a signal handler between any two bytecodes, also inside a finalizer,
+    where the SystemExit it raises is dropped: a kill is then honoured at the next batch,
+    before the output file is written."""
+    if _TERMINATED:
+        raise SystemExit(128 + _TERMINATED[0])
 
 
 if __name__ == "__main__":

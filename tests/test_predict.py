@@ -124,14 +124,23 @@ def test_not_a_model_folder_is_one_line(tmp_path):
 
 def test_killed_predict_leaves_no_file_behind(trained, tmp_path):
     out, *_ = trained
-    _posts_csv(tmp_path / "posts.csv")  # all 150 bundled posts, one per batch
+    # The bundled posts 4 times over (600, one per batch: ~40 s of work), so the kill at
+    # the first batch always lands while it scores.
+    posts = load_redsm5(SAMPLE_DIR).posts
+    many = pd.concat([posts.assign(post_id=posts["post_id"] + f"_{i}") for i in range(4)])
+    many.to_csv(tmp_path / "posts.csv", index=False)
     cmd = [sys.executable, "-m", "nli_tune.predict", "--model", str(out / "model")]
     cmd += ["--input", str(tmp_path / "posts.csv"), "--output", str(tmp_path / "s.csv")]
-    proc = subprocess.Popen([*cmd, "--batch-posts", "1"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "--batch-posts", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    seen = []
     for line in proc.stdout:
-        if "scored 1/150 posts" in line:
+        seen.append(line)
+        if "scored 1/600 posts" in line:
             proc.send_signal(signal.SIGTERM)
             break
-    proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
+    rest, err = proc.communicate(timeout=120)
+    said = "".join(seen) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, (said[-1500:], err[-1500:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
