@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_gpu.main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.hf_epochs is None:
+        args.hf_epochs = 1 if args.quick else 2
     from nli_tune.measure.speed import GOALS, all_figures, goal_table, unjudged  # torch: seconds
 
     results = all_figures(args)

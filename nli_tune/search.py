@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     say = (lambda *a, **k: None) if args.quiet else print
-    trial_data = prepare_trial_data(space, base, data, plan, say)
+    trial_data = prepare_trial_data(space, base, data, pairs, plan, say)
 
     from nli_tune.tuning.tuner import SearchInterrupted, run_search
 

@@ -157,6 +157,8 @@ def _baseline_rows(pairs, texts, plan, n_folds: int, heldout, cfg) -> dict[str, 
     out the same ones) and decided at its calibrated threshold, on the fold's validation
     posts and on the held-out-template draw."""
     rows = {}
+    fresh_texts = texts | heldout[0].texts() if heldout else texts  # the draw's posts too
+    fresh_pairs = heldout[1].reset_index(drop=True) if heldout else None
     for name in (MAJORITY, TFIDF):
         started, folds, fresh, calib = time.perf_counter(), [], [], []
         for k in range(n_folds):
@@ -166,8 +168,7 @@ def _baseline_rows(pairs, texts, plan, n_folds: int, heldout, cfg) -> dict[str, 
             folds.append(_no_evidence(m))
             calib.append(m["calib_posts"])
             if heldout:
-                more = texts | heldout[0].texts()
-                m = baseline_metrics(name, more, tr, heldout[1].reset_index(drop=True), cfg)
+                m = baseline_metrics(name, fresh_texts, tr, fresh_pairs, cfg)
                 fresh.append(_no_evidence(m))
         rows[name] = _summary(folds, fresh, time.perf_counter() - started)
         rows[name]["fold_calib_posts"] = [list(c) for c in calib]

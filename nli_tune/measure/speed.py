@@ -116,8 +116,6 @@ def goal_table(
 def all_figures(args) -> dict[str, float]:
     """Every figure `python -m nli_tune.bench` prints, measured as `args` say."""
     results, tok = _step_figures(args)
-    if args.hf_epochs is None:
-        args.hf_epochs = 1 if args.quick else 2
     if args.hf_epochs > 0:
         results |= _trainer_figures(args, tok)
     if not args.skip_search:

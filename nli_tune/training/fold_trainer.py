@@ -113,7 +113,7 @@ class FoldTrainer:
         self.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
         self.sampler = Sampler(cfg, self.train)
         # What the trainer's callers read: the evidence examples' tiers.
-        self.positives, self.negatives = self.sampler.positives, self.sampler.negatives
+        self.positives = self.sampler.positives
         self.n_hard, self.n_cross = self.sampler.n_hard, self.sampler.n_cross
         self.evidence_examples = self.sampler.evidence_examples
         self._mil_bags = self.sampler.mil_bags

@@ -46,11 +46,13 @@ def prepare_trial_data(
     space: SearchSpace,
     base: TrainConfig,
     data: ReDSM5,
+    pairs: pd.DataFrame,
     plan: FoldPlan,
     say: Callable[..., None],
 ) -> TrialData:
     """Segment, locate and tokenize every unit kind a trial can get, once; check that the
-    searched models tokenize alike and the shortest max_length fits the criteria."""
+    searched models tokenize alike and the shortest max_length fits the criteria.
+    `pairs` are `data.pairs()`, which the folds were made from."""
     from nli_tune.model.backbones import load_backbone  # transformers: only the driver
 
     kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
@@ -89,7 +91,6 @@ def prepare_trial_data(
             f"{space.source}: max_length {shortest} is too short (need >= "
             f"{fmt.min_length()} for the criteria)"
         )
-    pairs = data.pairs()
     trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
     # Workers get spans, labels and token ids: the unit texts stay in this process.
     units = {kind: (replace(t, texts=[]), shared_units[kind]) for kind, t in tables.items()}
