@@ -135,8 +135,10 @@ def prepare(args) -> tuple[SearchSpace, Path]:
         space.folds = args.folds
     if args.seed is not None:
         space.seed = args.seed
-        space.fixed["seed"] = args.seed  # the flag's promise: Optuna *and* the splits
+        # The flag's promise: Optuna, the splits and the fits' seeds
+        space.fixed |= {"seed": args.seed, "split_seed": args.seed}
     space.fixed.setdefault("seed", space.seed)
+    space.fixed.setdefault("split_seed", space.seed)
     if args.data_dir:
         space.fixed["data_dir"] = str(Path(args.data_dir).resolve())
     space.trial_config({})  # re-check with the overrides applied
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     n_posts = len(data.posts)
     if space.folds > n_posts:
         raise UserError(f"folds {space.folds}: more folds than the {n_posts} posts")
-    plan = make_folds(pairs, space.folds, base.test_fraction, base.seed)
+    plan = make_folds(pairs, space.folds, base.test_fraction, base.split_seed)
 
     from nli_tune.tuning.prepare import prepare_trial_data  # torch, transformers: seconds
 

@@ -42,6 +42,7 @@ class TrainConfig:
     attention: str = "bidirectional"  # bidirectional | causal (the ablation)
     pooling: str = "mean"  # mean | cls | max | attention: token vectors -> one pair vector
     rank: int = 16  # DoRA rank r on the dora_targets projections
+    adapt_layers: int | None = None  # DoRA on the top N decoder layers only; null = all
     dora_targets: str = "attention"  # attention (q/k/v/o) | attention_mlp (+ gate/up/down)
     alpha: float = 32.0  # DoRA scaling numerator (scale = alpha / rank)
     head_dropout: float = 0.1  # dropout before the linear head (adapters use none: it costs +33%)
@@ -62,7 +63,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_ratio: float = 0.1  # fraction of optimizer steps spent warming the LR up from 0
-    batch_size: int = 16  # pairs per optimizer step (before accumulation)
+    batch_size: int = 16  # pairs (multilabel: units) per optimizer step, before accumulation
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
     epochs: int = 10  # passes over the training examples
     patience: int = 2  # scored epochs without val macro-F1 gain before a fold stops (0 = never)
@@ -75,7 +76,8 @@ class TrainConfig:
     data_dir: str | None = None  # ReDSM5 directory; null = the bundled synthetic sample
     test_fraction: float = 0.15  # share of posts held out for the final test, never searched
     folds: int = 3  # post-grouped CV folds used by the search
-    seed: int = 13  # seeds splits, init, shuffling
+    split_seed: int = 13  # seeds the test split, the CV folds and the calibration posts
+    seed: int = 13  # seeds the fit: adapter init, example sampling, shuffling
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # free-form notes, logged
 
     def __post_init__(self) -> None:
@@ -113,11 +115,13 @@ class TrainConfig:
             "calibration_fraction",
             "must be in (0, 0.5)",
         )
-        need(
-            self.num_layers is None or _is_int(self.num_layers) and self.num_layers >= 1,
-            "num_layers",
-            "must be a positive integer or null",
-        )
+        for key in ("num_layers", "adapt_layers"):
+            value = getattr(self, key)
+            need(
+                value is None or _is_int(value) and value >= 1,
+                key,
+                "must be a positive integer or null",
+            )
         positive = ("rank", "batch_size", "grad_accum", "epochs", "eval_batch_size", "folds")
         for key in positive + ("window_sentences", "window_stride", "topk"):
             need(
@@ -162,6 +166,7 @@ class TrainConfig:
             "must be in (0, 0.5)",
         )
         need(_is_int(self.seed), "seed", "must be an integer")
+        need(_is_int(self.split_seed), "split_seed", "must be an integer")
         need(
             isinstance(self.model, str) and self.model != "", "model", "must be a non-empty string"
         )

@@ -64,7 +64,7 @@ def calibrated_tfidf(
     calib = train[train["post_id"].isin(set(calib_posts))].reset_index(drop=True)
     # One fit scores both the calibration and the test pairs.
     both = pd.concat([calib, test], ignore_index=True)
-    raw = tfidf_scores(texts, fit, both, cfg.seed)
+    raw = tfidf_scores(texts, fit, both, cfg.split_seed)
     calibration = Calibration()  # `calibration: none`: 0.5 on the raw probability
     if len(calib):
         calibration = fit_calibration(logit(raw[: len(calib)]), calib["label"].to_numpy())

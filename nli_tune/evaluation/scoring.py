@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nli_tune.model.aggregate import aggregate, top_units
+from nli_tune.model.precision import autocast
 from nli_tune.pairs.encoding import UnitData, collate, pair_lengths, sorted_batches
 from nli_tune.redsm5.load import n_criteria
 
@@ -28,12 +29,6 @@ from nli_tune.redsm5.load import n_criteria
 class PostScores:
     logits: np.ndarray  # float64 [P, 9]: aggregated unit logits
     top_unit: np.ndarray  # int64 [P, 9]: index (into the UnitData) of the best unit
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _run(model: nn.Module, data: UnitData, units, crits, device, amp):
@@ -46,7 +41,7 @@ def _run(model: nn.Module, data: UnitData, units, crits, device, amp):
         # The pooler reduces the unit's tokens (read in the criterion's context), not the
         # criterion's own, which are the same for every unit (CV macro-F1 0.64 -> 0.68).
         logits, attention = model.score(
-            batch["input_ids"], batch["attention_mask"], batch["unit_mask"]
+            batch["input_ids"], batch["attention_mask"], batch["unit_mask"], batch.get("states")
         )
     return logits.float(), attention.float(), int(batch["attention_mask"].sum())
 

@@ -25,13 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_tune.core.config import TrainConfig
+from nli_tune.core.config import PAIRINGS, TrainConfig
 from nli_tune.evaluation.baselines import MAJORITY, TFIDF, baseline_metrics, posts_frame
-from nli_tune.model.classifier import build_model
+from nli_tune.evaluation.metrics import post_metrics
+from nli_tune.evaluation.scoring import score_posts
+from nli_tune.model.classifier import build_model, load_trainable
+from nli_tune.model.precision import autocast_dtype
+from nli_tune.model.prefix import cache_prefix
 from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
 from nli_tune.training.fold_trainer import FoldTrainer
+from nli_tune.training.seeds import fit_seed
 
 # The neural designs compared: name -> config overrides of the defaults.
 DESIGNS = {
@@ -53,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     base = TrainConfig.from_dict(shared, source=str(args.config))
     data = load_redsm5(args.data_dir or base.data_dir)
     pairs = data.pairs()
-    plan = make_folds(pairs, args.folds, base.test_fraction, base.seed)
+    plan = make_folds(pairs, args.folds, base.test_fraction, base.split_seed)
     texts = data.texts()
     heldout = _heldout_draw(args.heldout_posts, data) if args.heldout_posts else None
     rows: dict[str, dict] = {}
     print(
         f"quality on {len(plan.trainval_posts)} posts of {data.source}, {args.folds} folds "
-        f"(seed {base.seed}); held-out-template draw: {args.heldout_posts} posts",
+        f"(split seed {base.split_seed}); held-out-template draw: {args.heldout_posts} posts",
         flush=True,
     )
 
@@ -67,15 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     if "baselines" in only:
         rows |= _baseline_rows(pairs, texts, plan, args.folds, heldout, base)
 
-    for name, (key, overrides) in DESIGNS.items():
-        if key in only:
-            cfg = TrainConfig.from_dict(shared | overrides)
-            rows[name] = _design_row(name, cfg, data, pairs, plan, args.folds, heldout)
+    designs = _grid(args) or [(n, o) for n, (key, o) in DESIGNS.items() if key in only]
+    for name, overrides in designs:
+        cfg = TrainConfig.from_dict(shared | overrides)
+        rows[name] = _design_row(
+            name, cfg, data, pairs, plan, args.folds, heldout, args.lrs, args.curve
+        )
 
     result = {
         "data": str(data.source),
         "fingerprint": data.fingerprint[:16],
         "folds": args.folds,
+        "split_seed": base.split_seed,
         "seed": base.seed,
         "heldout_posts": args.heldout_posts,
         "machine": _machine(),
@@ -108,32 +116,155 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="run only these rows (repeatable; default all)",
     )
+    p.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        help="an lr sweep: each design trains at every lr on CV and keeps the one with the "
+        "best CV macro-F1 (its fold models alone score the held-out draw; default: the "
+        "config's lr)",
+    )
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="score validation at every epoch, not only the last (recorded per fit: the "
+        "epochs a design needs; costs a scoring pass per epoch)",
+    )
+    grid = p.add_argument_group(
+        "depth x pairing grid (instead of the designs above; baselines still run)"
+    )
+    grid.add_argument("--depths", nargs="+", type=_depth, help="num_layers values: N or all")
+    grid.add_argument("--pairings", nargs="+", choices=PAIRINGS, default=["multilabel"])
+    grid.add_argument(
+        "--adapt-layers",
+        nargs="+",
+        type=_depth,
+        default=[None],
+        help="adapt_layers values: N (DoRA on the top N layers) or all (default all)",
+    )
     p.add_argument("--output", default="quality.json", help="JSON results (and a .md table)")
     return p
 
 
-def _design_row(name: str, cfg, data, pairs, plan, n_folds: int, heldout) -> dict:
-    """One design trained and scored on every fold (and the held-out-template draw)."""
-    started, folds, fresh, calib = time.perf_counter(), [], [], []
-    units = fresh_units = None  # encoded once per design: every fold shares them
-    for k in range(n_folds):
+def _depth(value: str) -> int | None:
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a positive integer or 'all'")
+    return int(value)
+
+
+def _grid(args) -> list[tuple[str, dict]]:
+    """(row name, config overrides) of every depth x pairing x adapt_layers cell."""
+    rows = []
+    for depth in args.depths or []:
+        for pairing in args.pairings:
+            for adapt in args.adapt_layers:
+                name = f"{pairing}, {'all' if depth is None else depth} layer"
+                name += "" if depth == 1 else "s"
+                if adapt is not None:
+                    name += f", top {adapt} adapted"
+                rows.append(
+                    (name, {"pairing": pairing, "num_layers": depth, "adapt_layers": adapt})
+                )
+    return rows
+
+
+def _design_row(
+    name: str, cfg, data, pairs, plan, n_folds: int, heldout, lrs=None, curve=False
+) -> dict:
+    """One design trained on every fold at each lr of `lrs` (default: its own), the lr with
+    the best CV macro-F1 kept; that lr's fold models then score the held-out-template draw.
+    Every fit is recorded (its seed, train-loss curve, calibration and validation scores;
+    with `curve`, validation at every epoch, else at the last only)."""
+    lrs = list(lrs or [cfg.lr])
+    cpu = torch.device("cpu")
+    amp = autocast_dtype(cfg.precision, cpu)
+    units = None  # encoded (and the frozen layers run) once per design: the folds share it
+    sweep, fits, kept = [], [], {}
+    for lr in lrs:
+        run = replace(cfg, lr=lr)
+        started, folds, calib = time.perf_counter(), [], []
+        for k in range(n_folds):
+            t0 = time.perf_counter()
+            # Each fold its own luck; every fit runs all its epochs (no early stop).
+            run_k = replace(run, seed=fit_seed(cfg.seed, k), patience=0)
+            model, tok = build_model(run_k)
+            if units is None:
+                units = encode(tok, data, cfg).assemble(cfg, pairs)
+                units = cache_prefix(model, units, cfg.eval_batch_size, cpu, amp)
+            train_posts, val_posts = plan.fold(k)
+            trainer = FoldTrainer(run_k, model, units.subset(train_posts), units.subset(val_posts))
+            while trainer.state.epoch < run_k.epochs:
+                metrics = trainer.step_epoch(score=curve or trainer.state.epoch + 1 == run.epochs)
+            calib.append([str(p) for p in trainer.calib.posts] if trainer.calib else [])
+            folds.append({k[4:]: v for k, v in metrics.items() if k.startswith("val_")})
+            kept[lr, k] = (trainer.trainable_state(), trainer.calibration)
+            fits.append(
+                _fit_record(trainer, lr, k, run_k.seed, folds[-1], time.perf_counter() - t0)
+            )
+            print(
+                f"  {name}: lr {lr:g} fold {k} macro-F1 {folds[-1]['macro_f1']:.3f} "
+                f"within-AUC {folds[-1]['roc_auc_within']:.3f} "
+                f"loss {fits[-1]['loss'][0]:.3f} -> {fits[-1]['loss'][-1]:.3f}",
+                flush=True,
+            )
+            del model, trainer
+        sweep.append(_summary(folds, [], time.perf_counter() - started) | {"lr": lr})
+        sweep[-1]["fold_calib_posts"] = calib
+    best = max(sweep, key=lambda r: r["cv_macro_f1"][0])
+    fresh = []
+    if heldout:  # only the chosen lr's fold models see the draw: nothing is chosen on it
         model, tok = build_model(cfg)
-        if units is None:
-            units = encode(tok, data, cfg).assemble(cfg, pairs)
-            if heldout:
-                fresh_units = encode(tok, heldout[0], cfg).assemble(cfg, heldout[1])
-        train_posts, val_posts = plan.fold(k)
-        trainer = FoldTrainer(cfg, model, units.subset(train_posts), None)
-        trainer.fit()
-        calib.append([str(p) for p in trainer.calib.posts] if trainer.calib else [])
-        folds.append(trainer.evaluate(units.subset(val_posts)))
-        if heldout:
-            fresh.append(trainer.evaluate(fresh_units))
-        print(f"  {name}: fold {k} macro-F1 {folds[-1]['macro_f1']:.3f}", flush=True)
-    row = _summary(folds, fresh, time.perf_counter() - started)
-    row["fold_calib_posts"] = calib  # the TF-IDF row's, fold by fold
+        fresh_units = encode(tok, heldout[0], cfg).assemble(cfg, heldout[1])
+        fresh_units = cache_prefix(model, fresh_units, cfg.eval_batch_size, cpu, amp)
+        for k in range(n_folds):
+            state, calibration = kept[best["lr"], k]
+            load_trainable(model, state)
+            scores = score_posts(
+                model, fresh_units, cfg.aggregate, cfg.topk, cfg.eval_batch_size, cpu, amp
+            )
+            fresh.append(post_metrics(fresh_units, scores, calibration))
+    row = _summary([], fresh, best["seconds"]) | {k: v for k, v in best.items() if k != "lr"}
+    row |= {"lr": best["lr"], "epochs": cfg.epochs, "config": _config_keys(cfg)}
+    if len(lrs) > 1:
+        row["sweep"] = [{k: r[k] for k in ("lr", "cv_macro_f1", "cv_roc_auc_within", "seconds")}
+                        for r in sweep]  # fmt: skip
+    row["fits"] = fits
     _print_row(name, row)
     return row
+
+
+def _fit_record(trainer, lr: float, fold: int, seed: int, val: dict, seconds: float) -> dict:
+    """What a fit did: its loss curve, its scores on its own calibration posts (which the
+    learned-fit rule may read) and on the fold's validation posts (which it may not)."""
+    calib = {}
+    if trainer.calib is not None:
+        scores = trainer.score_posts(trainer.calib)
+        calib = post_metrics(trainer.calib, scores, trainer.calibration)
+    return {
+        "lr": lr,
+        "fold": fold,
+        "seed": seed,
+        "loss": [round(h["train_loss"], 5) for h in trainer.state.history],
+        # Validation at each scored epoch: [epoch, macro-F1, within-criterion ROC-AUC].
+        "curve": [
+            [h["epoch"], round(h["val_macro_f1"], 4), round(h["val_roc_auc_within"], 4)]
+            for h in trainer.state.history
+            if h["scored"]
+        ],
+        "calib_roc_auc_within": calib.get("roc_auc_within"),
+        "calib_macro_f1": calib.get("macro_f1"),
+        "val_macro_f1": val["macro_f1"],
+        "val_roc_auc_within": val["roc_auc_within"],
+        "val_roc_auc": val["roc_auc"],
+        "seconds": round(seconds, 1),
+    }
+
+
+def _config_keys(cfg) -> dict:
+    keys = ("pairing", "num_layers", "adapt_layers", "unit", "hypothesis", "epochs")
+    return {k: getattr(cfg, k) for k in keys}
 
 
 def _heldout_draw(n_posts: int, data):
@@ -188,8 +319,10 @@ def _summary(folds: list[dict], fresh: list[dict], seconds: float) -> dict:
         return [float(ok.mean()), float(ok.std())] if len(ok) else [None, None]
 
     keys = ("macro_f1", "roc_auc_within", "roc_auc", "pr_auc", "evidence_hit_at_1")
-    out = {f"cv_{k}": stat(folds, k) for k in keys}
-    out["cv_fold_macro_f1"] = [float(r["macro_f1"]) for r in folds]
+    out = {}
+    if folds:
+        out = {f"cv_{k}": stat(folds, k) for k in keys}
+        out["cv_fold_macro_f1"] = [float(r["macro_f1"]) for r in folds]
     if fresh:
         out |= {f"heldout_{k}": stat(fresh, k) for k in keys}
     out["seconds"] = round(seconds, 1)
@@ -214,22 +347,32 @@ def _print_row(name: str, row: dict) -> None:
 
 def markdown_table(result: dict) -> str:
     lines = [
-        "| design | CV macro-F1 | CV ROC-AUC | CV within-criterion ROC-AUC | CV PR-AUC | "
+        "| design | lr | CV macro-F1 | CV ROC-AUC | CV within-criterion ROC-AUC | CV PR-AUC | "
         "CV evidence hit@1 | held-out-template macro-F1 | held-out within ROC-AUC | "
         "wall time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["rows"].items():
+        lr = f"{row['lr']:g}" if "lr" in row else "-"
         lines.append(
-            f"| {name} | {_fmt(row['cv_macro_f1'])} | {_fmt(row['cv_roc_auc'])} | "
+            f"| {name} | {lr} | {_fmt(row['cv_macro_f1'])} | {_fmt(row['cv_roc_auc'])} | "
             f"{_fmt(row['cv_roc_auc_within'])} | {_fmt(row.get('cv_pr_auc', (None, None)))} | "
             f"{_fmt(row['cv_evidence_hit_at_1'])} | "
             f"{_fmt(row.get('heldout_macro_f1', (None, None)))} | "
             f"{_fmt(row.get('heldout_roc_auc_within', (None, None)))} | {row['seconds']:.0f} s |"
         )
+    for name, row in result["rows"].items():
+        if "sweep" in row:  # every lr the design trained at, on CV only
+            cells = ", ".join(
+                f"{r['lr']:g}: {r['cv_macro_f1'][0]:.3f} / {r['cv_roc_auc_within'][0]:.3f} "
+                f"({r['seconds']:.0f} s)"
+                for r in row["sweep"]
+            )
+            lines.append(f"\n- lr sweep of *{name}* (CV macro-F1 / within ROC-AUC): {cells}")
     lines.append(
         f"\n{result['folds']} post-grouped folds of {result['data']} (fingerprint "
-        f"{result['fingerprint']}), seed {result['seed']}; held-out-template draw of "
+        f"{result['fingerprint']}), split seed {result['split_seed']}, each fold fit its own "
+        f"seed from {result['seed']}; held-out-template draw of "
         f"{result['heldout_posts']} posts; {result['machine']}. Every row but the majority "
         f"class is decided at a Platt + macro-F1 threshold fitted on the same held-out "
         f"calibration posts of each fold's training posts."

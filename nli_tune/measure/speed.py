@@ -213,7 +213,7 @@ def _trainer_figures(args, tok) -> dict[str, float]:
     cfg = TrainConfig(model=args.model, num_layers=args.num_layers, epochs=args.hf_epochs)
     data = load_redsm5(SAMPLE_DIR)
     units = encode_units(tok, data, cfg)
-    plan = make_folds(data.pairs(), cfg.folds, cfg.test_fraction, cfg.seed)
+    plan = make_folds(data.pairs(), cfg.folds, cfg.test_fraction, cfg.split_seed)
     train_posts, val_posts = plan.fold(0)
     f = compare_with_hf_trainer(cfg, units.subset(train_posts), units.subset(val_posts))
     print(
@@ -242,7 +242,7 @@ def _fold_figures(tok) -> dict[str, float]:
     cfg = space.trial_config(space.points_to_evaluate[0])
     data = load_redsm5(cfg.data_dir)
     units = encode_units(tok, data, cfg)
-    plan = make_folds(data.pairs(), space.folds, cfg.test_fraction, cfg.seed)  # the search's
+    plan = make_folds(data.pairs(), space.folds, cfg.test_fraction, cfg.split_seed)  # the search's
     worker_threads = space.worker_threads  # as tuning.trial gives a fold worker
     alone = fold_epoch_seconds(cfg, units, plan, worker_threads)
     print(

@@ -26,10 +26,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import Gemma3TextModel
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.model.backbones import load_backbone, public_id
 from nli_tune.model.files import ADAPTER_DIR, CALIBRATION_FILE, CONFIG_FILE, HEAD_FILE
+from nli_tune.model.prefix import frozen_layers, layer_span
 from nli_tune.redsm5.load import n_criteria
 
 # DoRA targets: attention only, or attention plus the MLP (published results favour the
@@ -94,11 +96,25 @@ def bidirectional_masks(config, attention_mask: torch.Tensor):
 
 class PairClassifier(nn.Module):
     def __init__(
-        self, backbone: nn.Module, hidden: int, pooling: str, dropout: float, pairing: str = "nli"
+        self,
+        backbone: nn.Module,
+        hidden: int,
+        pooling: str,
+        dropout: float,
+        pairing: str = "nli",
+        frozen: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
         self.pairing = pairing
+        # The bottom `frozen` decoder layers carry no adapter: views that run them and the
+        # adapted top apart, so their output can be cached (model/prefix.py). Kept out of
+        # the module tree (they share its modules) so nothing is counted or saved twice.
+        spans = (None, None)
+        if frozen:
+            text = next(m for m in backbone.modules() if isinstance(m, Gemma3TextModel))
+            spans = (layer_span(text, 0, frozen), layer_span(text, frozen, len(text.layers)))
+        object.__setattr__(self, "_spans", spans)
         # nli: (unmatched, matched) logits of one pair; multilabel: one logit per criterion.
         outputs = n_criteria() if pairing == "multilabel" else 2
         self.pooler = Pooler(pooling, hidden)
@@ -119,11 +135,27 @@ class PairClassifier(nn.Module):
         """Class logits [B, 2] (unmatched, matched) per pair; multilabel: [B, 9] per unit."""
         return self.score(input_ids, attention_mask)[0]
 
-    def score(self, input_ids, attention_mask, pool_mask=None):
-        """(class logits [B, 2], attention score [B]) per pair; multilabel: ([B, 9], [B, 9])
-        per unit. `pool_mask` (default: every token) picks the tokens the pooler reduces."""
+    @property
+    def bottom(self) -> nn.Module | None:
+        """The frozen bottom layers (None: every layer is adapted)."""
+        return self._spans[0]
+
+    def prefix_states(self, input_ids, attention_mask) -> torch.Tensor:
+        """Hidden states [B, T, H] entering the first adapted layer."""
         masks = bidirectional_masks(self.backbone.config, attention_mask)
-        states = self.backbone(input_ids=input_ids, attention_mask=masks).last_hidden_state
+        return self.bottom(input_ids=input_ids, attention_mask=masks).last_hidden_state
+
+    def score(self, input_ids, attention_mask, pool_mask=None, states=None):
+        """(class logits [B, 2], attention score [B]) per pair; multilabel: ([B, 9], [B, 9])
+        per unit. `pool_mask` (default: every token) picks the tokens the pooler reduces;
+        `states` (the cached `prefix_states` of these ids) runs only the adapted layers."""
+        masks = bidirectional_masks(self.backbone.config, attention_mask)
+        if states is None:
+            states = self.backbone(input_ids=input_ids, attention_mask=masks).last_hidden_state
+        else:
+            top = self._spans[1]
+            states = top(inputs_embeds=states.to(top.norm.weight.dtype), attention_mask=masks)
+            states = states.last_hidden_state
         pool_mask = attention_mask if pool_mask is None else pool_mask
         pooled = self.pooler(states, pool_mask).float()
         # The head runs in fp32 even under bf16 autocast: bf16 logits (8 bits of mantissa)
@@ -192,6 +224,8 @@ def wrap_backbone(
             backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    n_layers = backbone.config.num_hidden_layers
+    frozen = frozen_layers(cfg, n_layers)
     with _peft_reads_deprecated_alias():
         if adapter_dir is None:
             lora = LoraConfig(
@@ -200,13 +234,16 @@ def wrap_backbone(
                 lora_dropout=0.0,
                 use_dora=True,
                 target_modules=TARGET_MODULES[cfg.dora_targets],
+                # adapt_layers: adapters on the top layers only (peft's own layer filter)
+                layers_to_transform=list(range(frozen, n_layers)) if frozen else None,
+                layers_pattern="layers" if frozen else None,
                 bias="none",
             )
             backbone = get_peft_model(backbone, lora)
         else:
             backbone = PeftModel.from_pretrained(backbone, str(adapter_dir), is_trainable=True)
     hidden = backbone.config.hidden_size
-    return PairClassifier(backbone, hidden, cfg.pooling, cfg.head_dropout, cfg.pairing)
+    return PairClassifier(backbone, hidden, cfg.pooling, cfg.head_dropout, cfg.pairing, frozen)
 
 
 @contextmanager
@@ -219,6 +256,19 @@ def _peft_reads_deprecated_alias() -> Iterator[None]:
             "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
         )
         yield
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of every trainable tensor (adapters, pooler, head), by parameter name."""
+    return {n: p.detach().clone().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `trainable_state` tensors back into a model built with the same config."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device))
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

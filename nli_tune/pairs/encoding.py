@@ -135,9 +135,17 @@ class UnitData:
     unit: str  # post | sentence | window
     hypothesis: str = "description"  # description | name: the criterion text in a pair
     pairing: str = "nli"  # nli | multilabel: a pass per (unit, criterion) or per unit
+    # multilabel with frozen bottom layers: each unit's hidden states entering the first
+    # adapted layer, float32 [tokens, hidden] (model/prefix.py); None: run the whole model.
+    prefix: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def with_prefix(self, states: list[np.ndarray]) -> UnitData:
+        if len(states) != len(self.ids):
+            raise ValueError(f"{len(states)} prefix states for {len(self.ids)} units")
+        return replace(self, prefix=states)
 
     def head_tail(self, c: int) -> tuple[list[int], list[int]]:
         """Tokens around a unit in its pair with criterion c."""
@@ -171,6 +179,7 @@ class UnitData:
             annotated=self.annotated[keep],
             posts=self.posts[keep_posts],
             post_labels=self.post_labels[keep_posts],
+            prefix=None if self.prefix is None else [self.prefix[i] for i in keep],
         )
 
     def pairs_frame(self) -> pd.DataFrame:
@@ -330,4 +339,11 @@ def collate(data: UnitData, units: np.ndarray, crits: np.ndarray) -> dict[str, t
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
         unit_mask[row, start : max(end, start + 1)] = 1  # an empty unit pools its separator
-    return {"input_ids": input_ids, "attention_mask": mask, "unit_mask": unit_mask}
+    batch = {"input_ids": input_ids, "attention_mask": mask, "unit_mask": unit_mask}
+    if data.prefix is not None:  # the cached bottom-layer states, padded like the ids
+        hidden = data.prefix[units[0]].shape[1]
+        states = torch.zeros((len(seqs), width, hidden), dtype=torch.float32)
+        for row, u in enumerate(units):
+            states[row, : len(seqs[row])] = torch.from_numpy(data.prefix[u])
+        batch["states"] = states
+    return batch

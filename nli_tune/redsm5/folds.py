@@ -74,7 +74,9 @@ def calibration_split(train_pairs: pd.DataFrame, cfg) -> tuple[list, list]:
     the very same posts."""
     if cfg.calibration != "holdout":
         return list(dict.fromkeys(train_pairs["post_id"])), []
-    return split_posts(train_pairs, cfg.calibration_fraction, cfg.seed, "calibration_fraction")
+    return split_posts(
+        train_pairs, cfg.calibration_fraction, cfg.split_seed, "calibration_fraction"
+    )
 
 
 def make_folds(pairs: pd.DataFrame, k: int, test_fraction: float, seed: int) -> FoldPlan:

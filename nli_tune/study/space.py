@@ -66,6 +66,9 @@ def fold_column(metric: str, k: int | str) -> str:
     return f"fold{k}_{metric.removeprefix('cv_')}"
 
 
+# A trial config's key that is no training key: which confirmation rerun of a config it is
+# (0: the search's own trial), so that its folds draw new seeds.
+REPEAT_KEY = "confirm_repeat"
 RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
 ASHA_KEYS = ("grace_period", "reduction_factor")
 # Keys the search itself owns: sampling them would break the CV protocol.
@@ -75,6 +78,7 @@ NOT_SEARCHABLE = (
     "test_fraction",
     "data_dir",
     "seed",
+    "split_seed",
     "extra",
     "window_sentences",
     "window_stride",

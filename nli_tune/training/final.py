@@ -23,6 +23,7 @@ from nli_tune.evaluation.scoring import evidence_table
 from nli_tune.model.card import write_cards
 from nli_tune.model.classifier import build_model, parameter_counts, save_model
 from nli_tune.model.precision import autocast_dtype
+from nli_tune.model.prefix import cache_prefix
 from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import ReDSM5
@@ -37,7 +38,7 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
     """Train, evaluate and write `output`/; returns metrics.json's content."""
     started = time.perf_counter()
     pairs = data.pairs()
-    train_posts, test_posts = split_test(pairs, cfg.test_fraction, cfg.seed)
+    train_posts, test_posts = split_test(pairs, cfg.test_fraction, cfg.split_seed)
     train_pairs = pairs[pairs["post_id"].isin(set(train_posts))].reset_index(drop=True)
     test_pairs = pairs[pairs["post_id"].isin(set(test_posts))].reset_index(drop=True)
     say(
@@ -68,6 +69,8 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
     say(report.line())
     say(f"cut and tokenized {len(encoded.table)} units in {time.perf_counter() - t0:.1f}s")
     all_units = encoded.assemble(cfg, pairs)
+    # The frozen bottom layers run once per unit, test units included (see model/prefix.py).
+    all_units = cache_prefix(model.to(device), all_units, cfg.eval_batch_size, device, amp)
     train_data, test_data = all_units.subset(train_posts), all_units.subset(test_posts)
     test_pairs = test_data.pairs_frame()  # the order every test array below follows
 
@@ -124,7 +127,11 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
         evidence_table(test_data, scored, scores, decisions).to_csv(
             out / "predictions.csv", index=False
         )
-        splits = {"seed": cfg.seed, "train": list(train_posts), "test": list(test_posts)}
+        splits = {
+            "split_seed": cfg.split_seed,
+            "train": list(train_posts),
+            "test": list(test_posts),
+        }
         (out / "splits.json").write_text(json.dumps(splits, indent=1))
         save_model(model, cfg, out / "model", calibration)
         write_cards(out / "model", metrics)
@@ -174,7 +181,7 @@ def _compare(cfg, test_metrics: dict, labels, decisions, tfidf, train_pairs, tes
             "majority": np.full(len(labels), int(train_pairs["label"].mean() >= 0.5)),
         },
         test_pairs["post_id"].to_numpy(),
-        seed=cfg.seed,
+        seed=cfg.split_seed,  # the same resamples whatever the training seed
     )
     test_metrics["macro_f1_ci95"] = interval(boot["model"])
     versus = {}

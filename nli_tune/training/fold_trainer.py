@@ -30,10 +30,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.evaluation.metrics import post_metrics
-from nli_tune.evaluation.scoring import PostScores, forward_pairs, score_posts
+from nli_tune.evaluation.scoring import PostScores, forward_pairs, forward_units, score_posts
 from nli_tune.model.aggregate import aggregate
 from nli_tune.model.calibration import Calibration, fit_calibration
+from nli_tune.model.classifier import load_trainable, trainable_state
 from nli_tune.model.precision import autocast_dtype
+from nli_tune.model.prefix import cache_prefix
 from nli_tune.pairs.encoding import UnitData, bucketed_batches, pair_lengths
 from nli_tune.redsm5.folds import calibration_split
 from nli_tune.training.checkpoints import load_checkpoint, save_checkpoint
@@ -103,6 +105,10 @@ class FoldTrainer:
         self.on_step: Callable[[dict], None] | None = None
         self.amp = autocast_dtype(cfg.precision, self.device)
         self.model.to(self.device)
+        # The frozen bottom layers' output, once per unit (a no-op where every layer adapts).
+        train = cache_prefix(model, train, cfg.eval_batch_size, self.device, self.amp)
+        if val is not None:
+            val = self.val = cache_prefix(model, val, cfg.eval_batch_size, self.device, self.amp)
         self.rng = np.random.default_rng(cfg.seed)
         self.last_examples = np.zeros((0, 2), np.int64)  # (unit, criterion) rows, last epoch
         self.train, self.calib = train, None
@@ -142,6 +148,19 @@ class FoldTrainer:
         (loss * self.cfg.evidence_weight / self.cfg.grad_accum).backward()
         return loss.item(), tokens
 
+    def unit_step(self, units: np.ndarray) -> tuple[float, int]:
+        """multilabel: one pass per unit, the loss over all its criteria whose label is
+        known (a unit of a matched post whose evidence was not all located is unknown for
+        that criterion). Nine labels per pass, where a sampled (unit, criterion) example
+        would train one: better ranking at a quarter of the passes (neg_ratio 1 against 3;
+        benchmarks/quality-depth.json)."""
+        logits, _, tokens = forward_units(self.model, self.train, units, self.device, self.amp)
+        labels = torch.from_numpy(self.train.evidence[units].astype(np.int64)).to(self.device)
+        known = labels >= 0
+        loss = self.loss_fn(two_class(logits[known]), labels[known])
+        (loss * self.cfg.evidence_weight / self.cfg.grad_accum).backward()
+        return loss.item(), tokens
+
     def mil_step(self, bags: np.ndarray) -> tuple[float, int]:
         """Post-level loss of a batch of (post, criterion) bags, through each bag's best
         MIL_UNITS units."""
@@ -177,9 +196,11 @@ class FoldTrainer:
         return loss.item(), tokens
 
     def step(self, kind: str, batch: np.ndarray, update: bool = True) -> tuple[float, int]:
-        """Forward + backward one batch ("evidence" examples or "mil" bags) and, if
+        """Forward + backward one batch ("evidence" examples, multilabel "units" or "mil"
+        bags) and, if
         `update`, step the optimizer; returns (loss, real tokens)."""
-        loss, tokens = (self.evidence_step if kind == "evidence" else self.mil_step)(batch)
+        run = {"evidence": self.evidence_step, "units": self.unit_step, "mil": self.mil_step}
+        loss, tokens = run[kind](batch)
         if update:
             torch.nn.utils.clip_grad_norm_(self._trainable(), MAX_GRAD_NORM)
             self.optimizer.step()
@@ -192,11 +213,18 @@ class FoldTrainer:
         start, tokens, total_loss = time.perf_counter(), 0, 0.0
         examples = self.evidence_examples(self.rng)
         self.last_examples = examples  # ids only: what benchmarks compare other loops on
-        lengths = pair_lengths(self.train, examples[:, 0], examples[:, 1])
-        steps = [
-            ("evidence", examples[b])
-            for b in bucketed_batches(lengths, self.cfg.batch_size, self.rng)
-        ]
+        if self.cfg.pairing == "multilabel":  # the examples' units, each once, all criteria
+            units = np.unique(examples[:, 0])
+            labels = self.train.evidence[units]
+            self.loss_fn = class_weighted_loss(
+                float((labels == 0).sum()), float((labels == 1).sum()), self.cfg, self.device
+            )
+            batches = bucketed_batches(self.train.lengths[units], self.cfg.batch_size, self.rng)
+            steps = [("units", units[b]) for b in batches]
+        else:
+            lengths = pair_lengths(self.train, examples[:, 0], examples[:, 1])
+            batches = bucketed_batches(lengths, self.cfg.batch_size, self.rng)
+            steps = [("evidence", examples[b]) for b in batches]
         bags = self._mil_bags(self.rng)
         size = self.sampler.mil_bag_batch()
         order = self.rng.permutation(len(bags))
@@ -321,15 +349,10 @@ class FoldTrainer:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {
-            n: p.detach().clone().cpu() for n, p in self.model.named_parameters() if p.requires_grad
-        }
+        return trainable_state(self.model)
 
     def load_trainable(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value.to(params[name].device))
+        load_trainable(self.model, state)
 
     def save_checkpoint(self, out_dir: str | Path) -> None:
         save_checkpoint(self, out_dir)

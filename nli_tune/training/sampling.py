@@ -67,6 +67,9 @@ class Sampler:
 
     def batches_per_epoch(self) -> int:
         n_ev = 0 if self.cfg.evidence_weight == 0 else len(self.positives) + self.n_negatives()
+        if n_ev and self.cfg.pairing == "multilabel":  # a step per batch of distinct units
+            draw = self.evidence_examples(np.random.default_rng(self.cfg.seed))
+            n_ev = len(np.unique(draw[:, 0]))  # about every epoch's (the draws differ little)
         n_bags = 0
         if self.cfg.evidence_weight < 1:
             labels = self.train.post_labels

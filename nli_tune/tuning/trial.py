@@ -26,7 +26,8 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 
 from nli_tune.redsm5.load import criterion_keys
-from nli_tune.study.space import scored_epochs
+from nli_tune.study.space import REPEAT_KEY, scored_epochs
+from nli_tune.training.seeds import fit_seed
 from nli_tune.tuning.driver_callbacks import release_placement_group
 
 if TYPE_CHECKING:  # the fold workers import it (and torch) anyway; the trial actor need not
@@ -46,6 +47,7 @@ FOLD_METRICS = (
     "tokens_per_s",
     "compute_seconds",  # training and scoring since the last report, in seconds
     "score_passes",  # times the fold scored a split so far (validation, calibration)
+    "seed",  # the fold fit's own seed (training/seeds.py)
 )
 CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F1 per criterion
 # Test-only fault injection, read by the fold workers: "KEY=VALUE" makes fold 0 of every
@@ -230,7 +232,7 @@ def fold_worker(loop_config: dict) -> None:
     if k == 0 and group is not None:
         loop_config["gate"].set_worker_pg.remote(group.id.hex())
     shared: TrialData = ray.get(loop_config["data"]["ref"])
-    cfg = TrainConfig.from_dict(loop_config["train_config"])
+    cfg = TrainConfig.from_dict(loop_config["train_config"] | {"seed": loop_config["seeds"][k]})
     model, _ = build_model(cfg, tokenizer=False)  # the driver tokenized everything
     data = shared.unit_data(cfg)
     train_posts, val_posts = shared.plan.fold(k)
@@ -248,6 +250,7 @@ def fold_worker(loop_config: dict) -> None:
         names = FOLD_METRICS + CRITERION_METRICS
         payload |= {name: float(metrics.get(name, float("nan"))) for name in names}
         payload["score_passes"] = float(trainer.state.score_passes)
+        payload["seed"] = float(cfg.seed)
         payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if not save:
             ray.train.report(payload)
@@ -302,7 +305,12 @@ def run_trial(sampled: dict, shared: dict, settings: TrialSettings) -> None:
     """Tune function trainable: one TorchTrainer of K fold workers, reported per epoch."""
     from nli_tune.core.config import TrainConfig
 
+    sampled = dict(sampled)
+    repeat = int(sampled.pop(REPEAT_KEY, 0))  # a confirmation rerun: new seeds, same config
     cfg = TrainConfig.from_dict(settings.base_config | sampled)
+    # Every fold fit its own seed, from the config it fits and the repeat: trials do not all
+    # draw the same luck, and a rerun of a config draws new luck.
+    seeds = [fit_seed(cfg.seed, sampled, k, repeat) for k in range(cfg.folds)]
     run_name = f"trial_{tune.get_context().get_trial_id()}"  # stable: a resume finds it
     marker = f"{settings.train_storage}/{run_name}/{FAILED_MARKER}"
     if (earlier := _read_text(marker)) is not None:
@@ -320,6 +328,7 @@ def run_trial(sampled: dict, shared: dict, settings: TrialSettings) -> None:
             "gate": gate,
             "use_gpu": use_gpu,
             "threads": settings.worker_threads,
+            "seeds": seeds,
             "scored_epochs": scored_epochs(settings.rungs, cfg.epochs),
         },
         scaling_config=ray.train.ScalingConfig(
