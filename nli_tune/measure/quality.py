@@ -160,6 +160,8 @@ def _grid(args) -> list[tuple[str, dict]]:
     for depth in args.depths or []:
         for pairing in args.pairings:
             for adapt in args.adapt_layers:
+                if adapt is not None and depth is not None and adapt >= depth:
+                    continue  # every layer is adapted: the "all" cell
                 name = f"{pairing}, {'all' if depth is None else depth} layer"
                 name += "" if depth == 1 else "s"
                 if adapt is not None:
