@@ -6,6 +6,7 @@
     python -m nli_tune.bench gpu [--output F]        # 1B-shape MFU on a GPU: see measure/gpu.py
     python -m nli_tune.bench learning [--seeds ...]  # does the default learn: measure/learning.py
     python -m nli_tune.bench rungs RUN_DIR [--output F]  # can a search's epochs be trusted
+    python -m nli_tune.bench carry RUN_DIR [--seeds ...]  # does the exported config hold up
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from nli_tune.measure import learning as bench_learning
 
         return bench_learning.main(argv[1:])
+    if argv[:1] == ["carry"]:  # does the exported config train as the search said?
+        from nli_tune.measure import carry
+
+        return carry.main(argv[1:])
     if argv[:1] == ["gpu"]:  # the GPU bench: refuses to run without CUDA (see measure/gpu.py)
         from nli_tune.measure import gpu as bench_gpu
 

@@ -50,7 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "highest. No text is written.",
     )
     p.add_argument(
-        "--model", required=True, help="the model folder train wrote (e.g. outputs/final/model)"
+        "--model",
+        required=True,
+        help="the model folder train wrote (e.g. outputs/final/model), or a search's fold "
+        "ensemble (OUTPUT/<name>/ensemble/model: the mean of its fold models)",
     )
     p.add_argument("--input", required=True, help="posts CSV with columns post_id,text")
     p.add_argument(
@@ -68,10 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def predict(
-    model, tokenizer, cfg, calibration: Calibration, posts: pd.DataFrame, device, amp
+    model, tokenizer, cfg, calibration: Calibration, posts: pd.DataFrame, device, amp, members=None
 ) -> pd.DataFrame:
-    """OUTPUT_COLUMNS for every post of `posts` x 9 criteria, posts in input order."""
-    from nli_tune.evaluation.scoring import evidence_table, score_posts
+    """OUTPUT_COLUMNS for every post of `posts` x 9 criteria, posts in input order; with
+    `members` (a fold ensemble's), their mean (`calibration` is then the ensemble's)."""
+    from nli_tune.evaluation.scoring import evidence_table, score_ensemble, score_posts
+    from nli_tune.model.prefix import cache_prefix
     from nli_tune.pairs.encoding import encode_units
 
     data = ReDSM5(
@@ -81,7 +86,12 @@ def predict(
         fingerprint="",
     )
     units = encode_units(tokenizer, data, cfg)
-    scored = score_posts(model, units, cfg.aggregate, cfg.topk, cfg.eval_batch_size, device, amp)
+    how = (cfg.aggregate, cfg.topk, cfg.eval_batch_size, device, amp)
+    if members:  # the shared frozen bottom runs once for all members
+        units = cache_prefix(model, units, cfg.eval_batch_size, device, amp)
+        scored = score_ensemble(model, members, units, *how)
+    else:
+        scored = score_posts(model, units, *how)
     probs = calibration.prob(scored.logits)
     table = evidence_table(units, scored, probs, probs >= calibration.threshold)
     return table[OUTPUT_COLUMNS]
@@ -101,16 +111,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # Only now torch, transformers and peft (seconds): bad input has failed fast above.
     from nli_tune.model.classifier import load_model
+    from nli_tune.model.ensemble import ensemble_calibration, load_members
     from nli_tune.model.precision import autocast_dtype
 
     started = time.perf_counter()
     model, tokenizer, cfg = load_model(model_dir)
     model.to(device)
     calibration = Calibration(**json.loads((model_dir / CALIBRATION_FILE).read_text()))
+    members = load_members(model_dir)  # a fold ensemble's members, or None
+    if members:
+        calibration = ensemble_calibration(members)
     amp = autocast_dtype(cfg.precision, device)
+    kind = f"a fold ensemble of {len(members)} models" if members else "one model"
     say(
-        f"model {model_dir} ({cfg.model}, layers {cfg.num_layers or 'all'}, unit {cfg.unit}, "
-        f"aggregate {cfg.aggregate}) on {device}, loaded in {time.perf_counter() - started:.1f}s; "
+        f"model {model_dir} ({kind}: {cfg.model}, "
+        f"{model.backbone.config.num_hidden_layers} layers, unit {cfg.unit}, aggregate "
+        f"{cfg.aggregate}) on {device}, loaded in {time.perf_counter() - started:.1f}s; "
         f"decision: {calibration.describe()}"
     )
 
@@ -124,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         t0, n, matched = time.perf_counter(), len(posts), 0
         for i, start in enumerate(range(0, n, args.batch_posts)):
             batch = posts.iloc[start : start + args.batch_posts]
-            rows = predict(model, tokenizer, cfg, calibration, batch, device, amp)
+            rows = predict(model, tokenizer, cfg, calibration, batch, device, amp, members)
             rows.to_csv(tmp, mode="a", header=i == 0, index=False)
             matched += int(rows["decision"].sum())
             done = start + len(batch)

@@ -15,12 +15,15 @@ Hugging Face model card, see model/card.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from nli_tune.core.config import TrainConfig, read_mapping
-from nli_tune.core.errors import run_cli
+from nli_tune.core.errors import UserError, run_cli
 from nli_tune.model.device import add_device_args, select_device
+from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import load_redsm5
 
 
@@ -28,8 +31,11 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="python -m nli_tune.train",
         description="Train one config on all non-test posts and evaluate it once on the "
-        "held-out test posts. With no --config it trains the embedded default: "
-        "the first 3 layers of the real Gemma-3 270M on the bundled sample.",
+        "held-out test posts. With no --config it trains the embedded default: the real "
+        "Gemma-3 270M on the bundled sample. A config a search exported is tested on that "
+        "search's held-out posts (its folds.json). A fit that did not learn (its train loss "
+        "stalled, or it ranks its calibration posts near chance) is retried with the next "
+        "seed.",
     )
     p.add_argument(
         "--config",
@@ -46,6 +52,13 @@ def parse_args(argv):
         help="ReDSM5 folder; overrides the config's data_dir "
         "(default: the bundled synthetic sample)",
     )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="fits tried again, each with the next seed, while a fit did not learn "
+        "(default 2; 0: one fit, kept whatever it did)",
+    )
     add_device_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     return p.parse_args(argv)
@@ -57,14 +70,46 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(raw, source=str(args.config))  # {} -> the defaults
     if args.data_dir:
         cfg.data_dir = args.data_dir
+    if args.retries < 0:
+        raise UserError(f"--retries {args.retries}: must be >= 0")
     data = load_redsm5(cfg.data_dir)  # a bad CSV fails here, before torch loads
+    _check_held_out(raw.get("search"), data, cfg, args.config)
     device = select_device(args)
     _warn_fingerprint(raw.get("search"), data.fingerprint)
 
     from nli_tune.training.final import train_final  # torch, transformers, peft: seconds to import
 
-    train_final(cfg, data, device, args.output, quiet=args.quiet, search=raw.get("search"))
+    search = raw.get("search")
+    train_final(
+        cfg, data, device, args.output, quiet=args.quiet, search=search, retries=args.retries
+    )
     return 0
+
+
+def _check_held_out(search_meta, data, cfg: TrainConfig, config_path) -> None:
+    """A config a search exported is tested on that search's held-out posts: refuse a split
+    (split_seed, test_fraction, other data) that would train on any of them, or test on
+    posts the search selected with."""
+    folds_file = search_meta.get("folds_file") if isinstance(search_meta, dict) else None
+    if not folds_file:
+        return
+    path = Path(folds_file)
+    if not path.is_file():
+        raise UserError(
+            f"{config_path}: the search's {path} is gone; train tests on the posts that "
+            f"search held out, so restore it (or delete the config's search: block to split "
+            f"afresh)"
+        )
+    held_out = set(map(str, json.loads(path.read_text())["test"]))
+    _, test = split_test(data.pairs(), cfg.test_fraction, cfg.split_seed)
+    if set(map(str, test)) != held_out:
+        mixed = len(held_out - set(map(str, test)))
+        raise UserError(
+            f"{config_path}: split_seed {cfg.split_seed} and test_fraction {cfg.test_fraction} "
+            f"on {data.source} hold out other posts than the search did ({path}): {mixed} of "
+            f"its {len(held_out)} test posts would be trained on or the test would hold posts "
+            f"it selected with; keep the exported split_seed, test_fraction and data"
+        )
 
 
 def _warn_fingerprint(search_meta, fingerprint: str) -> None:

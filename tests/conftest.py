@@ -45,11 +45,13 @@ def trained(tmp_path_factory):
         "epochs": 1,
         "batch_size": 32,
         "seed": 3,
+        "split_seed": 3,
         "precision": "fp32",
     }
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp / "out"
-    r = run_train("--config", str(tmp / "cfg.yaml"), "--output", str(out))
+    # Random weights never learn: one fit, kept (test_train checks the retries).
+    r = run_train("--config", str(tmp / "cfg.yaml"), "--output", str(out), "--retries", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     return out, r.stdout, r.stderr
 

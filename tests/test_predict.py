@@ -144,3 +144,53 @@ def test_killed_predict_leaves_no_file_behind(trained, tmp_path):
     said = "".join(seen) + rest
     assert proc.returncode == 128 + signal.SIGTERM, (said[-1500:], err[-1500:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
+
+
+def test_a_fold_ensemble_folder_predicts_the_mean_of_its_members(trained, tmp_path):
+    """A folder of two members (train's model and a perturbed copy): predict gives the
+    mean of what each member's own folder predicts, decided at their mean threshold, with
+    the evidence span of a unit of the post; no text."""
+    import dataclasses
+
+    import torch
+
+    from nli_tune.model.calibration import Calibration
+    from nli_tune.model.classifier import load_model, load_trainable, save_model, trainable_state
+    from nli_tune.model.ensemble import save_ensemble
+
+    out, *_ = trained
+    model, _, cfg = load_model(out / "model")
+    cal0 = Calibration(**json.loads((out / "model" / "calibration.json").read_text()))
+    state0 = trainable_state(model)
+    gen = torch.Generator().manual_seed(0)
+    state1 = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in state0.items()}
+    cal1 = dataclasses.replace(cal0, a=cal0.a * 0.8, threshold=cal0.threshold + 0.05)
+    load_trainable(model, state1)
+    save_model(model, cfg, tmp_path / "member1", cal1)
+    save_ensemble(model, cfg, tmp_path / "ens", [(state0, cal0), (state1, cal1)], {"trial_id": "t"})
+    (tmp_path / "in").mkdir()  # the input holds text; nothing else under tmp_path may
+    posts = _posts_csv(tmp_path / "in" / "posts.csv", load_redsm5(SAMPLE_DIR).posts["post_id"][:12])
+    scores = {}
+    for name, folder in (
+        ("m0", out / "model"),
+        ("m1", tmp_path / "member1"),
+        ("ens", tmp_path / "ens"),
+    ):
+        r = run_predict("--model", str(folder), "--input", str(tmp_path / "in" / "posts.csv"),
+                        "--output", str(tmp_path / f"{name}.csv"))  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        scores[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    assert "a fold ensemble of 2 models" in r.stdout
+    ens, m0, m1 = scores["ens"], scores["m0"], scores["m1"]
+    assert len(ens) == 9 * len(posts) and list(ens.columns) == OUTPUT_COLUMNS
+    assert (m0["score"] - m1["score"]).abs().max() > 1e-3  # the members differ
+    assert ens["score"].to_numpy() == pytest.approx((m0["score"] + m1["score"]) / 2, abs=2e-6)
+    threshold = (cal0.threshold + cal1.threshold) / 2
+    assert (ens["decision"] == (ens["score"] >= threshold)).all()
+    same = m0["evidence_unit"] == m1["evidence_unit"]  # where the members agree, so does it
+    assert same.sum() > 0 and (ens["evidence_unit"][same] == m0["evidence_unit"][same]).all()
+    texts = load_redsm5(SAMPLE_DIR).texts()
+    for row in ens.itertuples():
+        assert 0 <= row.evidence_start < row.evidence_end <= len(texts[row.post_id])
+    (tmp_path / "in" / "posts.csv").unlink()
+    assert_no_post_text(tmp_path, SAMPLE_DIR)

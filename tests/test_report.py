@@ -271,7 +271,7 @@ def test_final_section_shows_every_rows_ranking_metrics_and_tfidf_rule():
         "how": "Platt",
         "test_posts": 22,
     }
-    page = f'<table class="refs"><tbody></tbody></table>{final_html(final)}'
+    page = f'<table class="refs"><tbody></tbody></table>{final_html([("final model", final)])}'
     rows = _cells(page, "final")
     assert rows[0] == ["final model", "0.700", "0.600-0.800", "0.900", "0.800", "0.500", "0.420"]
     assert rows[1] == ["TF-IDF + logistic regression", "0.610", "0.510-0.710"] + [

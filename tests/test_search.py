@@ -128,22 +128,31 @@ def smoke(tmp_path_factory, ray_address):
     return tmp, r.stdout
 
 
+def _search_rows(table):
+    return table[table["stage"] == "search"]
+
+
 def test_smoke_cv_results_match_mlflow(smoke):
     tmp, _ = smoke
     run_dir = tmp / "outputs" / "smoke"
     table = read_table(run_dir / "cv_results.csv")
-    assert len(table) == 2 and set(table["status"]) == {"completed"}
-    assert (table["epochs"] == 2).all() and sorted(table["cv_rank"]) == [1, 2]
+    # 2 search trials and the confirmation rerun of the best one (confirm: top 1, seeds 1)
+    assert list(table["stage"]) == ["search", "search", "confirmation"]
+    assert len(table) == 3 and set(table["status"]) == {"completed"}
+    assert (table["epochs"] == 2).all() and sorted(_search_rows(table)["cv_rank"]) == [1, 2]
     client, parents, children = _runs(tmp, "smoke")
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 3
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     by_id = {c.info.run_id: c for c in children}
     for row in table.itertuples():
         run = by_id[row.mlflow_run_id]
+        assert run.data.tags["stage"] == row.stage
+        # A confirmation trial has no rungs: its folds score at its last epoch only.
+        scored = [1, 2] if row.stage == "search" else [2]
         folds, aucs = [], []
         for k in range(2):
             history = client.get_metric_history(run.info.run_id, f"fold{k}_macro_f1")
-            assert [m.step for m in history] == [1, 2]
+            assert [m.step for m in history] == scored
             assert history[-1].value == pytest.approx(getattr(row, f"fold{k}_macro_f1"))
             folds.append(history[-1].value)
             aucs.append(client.get_metric_history(run.info.run_id, f"fold{k}_roc_auc")[-1].value)
@@ -151,7 +160,7 @@ def test_smoke_cv_results_match_mlflow(smoke):
         assert row.cv_macro_f1_std == pytest.approx(np.std(folds))
         assert 0 < row.cv_roc_auc < 1 and row.cv_roc_auc == pytest.approx(np.mean(aucs))
         cv = client.get_metric_history(run.info.run_id, "cv_macro_f1")
-        assert [m.step for m in cv] == [1, 2] and cv[-1].value == pytest.approx(row.cv_macro_f1)
+        assert [m.step for m in cv] == scored and cv[-1].value == pytest.approx(row.cv_macro_f1)
         assert run.data.params["pooling"] == row.pooling and run.data.params["folds"] == "2"
         assert run.data.tags["status"] == "completed"
         # Where a trial's time went: its slowest fold's epochs, summed, and the rest.
@@ -160,11 +169,21 @@ def test_smoke_cv_results_match_mlflow(smoke):
                 client.get_metric_history(run.info.run_id, f"fold{k}_compute_seconds")[e].value
                 for k in range(2)
             )
-            for e in range(2)
+            for e in range(len(scored))
         ]
         assert row.compute_s == pytest.approx(sum(slowest)) and row.compute_s > 0
         assert row.overhead_s == pytest.approx(row.wall_s - row.compute_s) and row.overhead_s > 0
         assert 100 < row.worker_peak_rss_mb < 8000 and row.worker_tokens_per_s > 0
+        # Every fold fit its own recorded seed, and the learned-fit rule's verdict on it.
+        for k in range(2):
+            seed = client.get_metric_history(run.info.run_id, f"fold{k}_seed")[-1].value
+            assert seed == getattr(row, f"fold{k}_seed") and getattr(row, f"fold{k}_learned") == 1
+    seeds = table[["fold0_seed", "fold1_seed"]].to_numpy().ravel()
+    assert len(set(seeds)) == 6  # no two fits of the search drew the same luck
+    rerun = table.iloc[2]
+    assert rerun["confirms"] == table.iloc[0]["trial_id"] and rerun["repeat"] == 1
+    assert by_id[rerun["mlflow_run_id"]].data.tags["confirms"] == rerun["confirms"]
+    assert (rerun["pooling"], rerun["lr"]) == (table.iloc[0]["pooling"], table.iloc[0]["lr"])
 
 
 def test_progress_lines_follow_every_trial(smoke):
@@ -174,7 +193,7 @@ def test_progress_lines_follow_every_trial(smoke):
     assert "Trial status:" not in stdout  # Ray's wide table is replaced by these lines
     # and Tune's start-up box and TensorBoard hint are not printed above them
     assert "Search algorithm" not in stdout and "TensorBoard" not in stdout
-    for row in table.itertuples():
+    for row in _search_rows(table).itertuples():
         mine = [ln for ln in stdout.splitlines() if re.match(rf"\[\d/2\] {row.trial_id} ", ln)]
         start = mine[0].split("] ")[1]
         assert start.startswith(f"{row.trial_id} start  ")
@@ -187,6 +206,12 @@ def test_progress_lines_follow_every_trial(smoke):
         last = f"completed after 2 epochs: within-AUC {row.cv_roc_auc_within:.3f}"
         assert mine[-1].endswith(last)
         assert all(len(ln) <= 100 for ln in mine[1:])
+    rerun = table[table["stage"] == "confirmation"].iloc[0]
+    assert (
+        f"confirmation: the top 1 completed configs ({rerun['confirms']}) again with 1 new "
+        f"seed(s) each: 1 trials at full epochs" in stdout
+    )
+    assert re.search(rf"\[1/1\] {rerun['trial_id']} completed after 2 epochs", stdout)
 
 
 def test_best_config_is_the_top_trial_and_trains(smoke):
@@ -197,8 +222,13 @@ def test_best_config_is_the_top_trial_and_trains(smoke):
     metric = "cv_roc_auc_within"  # the default searcher metric picks the best
     assert best["search"]["selected_by"] == metric
     top = table[table["trial_id"] == best["search"]["trial_id"]].iloc[0]
-    assert top[metric] == table[metric].max() and top["cv_rank"] == 1
-    assert best["search"][metric] == pytest.approx(top[metric])
+    assert top[metric] == _search_rows(table)[metric].max() and top["cv_rank"] == 1
+    # judged on all 4 of its fits: its trial's 2 folds and its rerun's
+    runs = table[(table["trial_id"] == top["trial_id"]) | (table["confirms"] == top["trial_id"])]
+    fits = runs[["fold0_roc_auc_within", "fold1_roc_auc_within"]].to_numpy().ravel()
+    assert best["search"]["runs"] == list(runs["trial_id"]) and best["search"]["fits"] == 4
+    assert best["search"][metric] == pytest.approx(fits.mean())
+    assert best["search"]["fits_failed"] == 0
     assert best["search"]["cv_macro_f1"] == pytest.approx(top["cv_macro_f1"])
     assert best["pooling"] == top["pooling"] and best["lr"] == pytest.approx(top["lr"])
     assert best["search"]["mlflow_run_id"] == top["mlflow_run_id"]
@@ -207,7 +237,8 @@ def test_best_config_is_the_top_trial_and_trains(smoke):
         [top["fold0_roc_auc_within"], top["fold1_roc_auc_within"]]
     )
     assert TrainConfig.from_file(run_dir / "best_config.yaml").model == "tiny-random"
-    assert f"best config (by {metric}): {metric} {top[metric]:.4f}" in stdout
+    assert f"best config (by {metric}): {metric} {fits.mean():.4f} ± {fits.std():.4f}" in stdout
+    assert "over 4 fits (2 run(s) x 2 folds), 0 did not learn" in stdout
     final = tmp / "outputs" / "final"  # train's default place beside the search's folder
     r = run_train("--config", str(run_dir / "best_config.yaml"), "--output", str(final))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -222,10 +253,19 @@ def test_best_config_is_the_top_trial_and_trains(smoke):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     page = (run_dir / "report.html").read_text()
-    assert f"Final model on the {metrics['data']['test_posts']} held-out test posts" in page
-    cells = re.findall(r"<td>(\d+)</td>", page.split('class="confusion"')[1].split("</table>")[0])
-    assert sum(map(int, cells)) == metrics["data"]["test_pairs"]
+    assert f"Final models on the {metrics['data']['test_posts']} held-out test posts" in page
+    confusions = page.split('class="confusion"')[1:]
+    assert len(confusions) == 2  # the fold ensemble's and the refit's
+    for table_html in confusions:
+        cells = re.findall(r"<td>(\d+)</td>", table_html.split("</table>")[0])
+        assert sum(map(int, cells)) == metrics["data"]["test_pairs"]
+    rows = [r.split("</td>")[0] for r in page.split('class="final"')[1].split("<tr><td>")[1:]]
+    assert rows[:3] == ["fold ensemble (search)", "refit (train)", "TF-IDF + logistic regression"]
     assert f"{metrics['test']['macro_f1']:.3f}" in page
+    # The refit tested on exactly the search's held-out posts.
+    folds = json.loads((run_dir / "folds.json").read_text())
+    splits = json.loads((final / "splits.json").read_text())
+    assert sorted(splits["test"]) == sorted(folds["test"])
 
 
 def test_report_is_written_and_logged_to_the_parent_run(smoke):

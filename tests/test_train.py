@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from nli_tune import SAMPLE_DIR
 from nli_tune.redsm5.folds import split_test
@@ -226,3 +227,54 @@ def test_calibrated_tfidf_without_holdout_is_the_raw_tfidf_at_one_half():
     held = calibrated_tfidf(data.texts(), train, test, TrainConfig.from_dict({"seed": 3}))
     assert held.calibration.method == "platt" and len(held.calib_posts) > 0
     assert not set(held.calib_posts) & set(held.fit_posts)
+
+
+def test_a_fit_that_did_not_learn_is_retried_with_the_next_seed(tmp_path):
+    """Random weights never learn: each fit is judged, said so in a line, fitted again with
+    the next seed; the fit kept is the one that ranks its calibration posts best."""
+    cfg = {"model": "tiny-random", "num_layers": None, "max_length": 96, "epochs": 2}
+    cfg |= {"batch_size": 32, "seed": 3, "split_seed": 3}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    r = run_train("--config", str(tmp_path / "cfg.yaml"), "--output", str(out), "--retries", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    verdicts = re.findall(r"^fit (\d) \(seed (\d+)\): did not learn \(train loss last/first "
+                          r"(\d\.\d\d), at most 0\.5;", r.stdout, re.M)  # fmt: skip
+    assert [(n, s) for n, s, _ in verdicts] == [("1", "3"), ("2", "4")]
+    assert "retrying with seed 4 (1 retries left)" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    attempts = metrics["attempts"]
+    assert [a["seed"] for a in attempts] == [3, 4] and not any(a["learned"] for a in attempts)
+    best = max(range(2), key=lambda i: attempts[i]["calib_roc_auc_within"])
+    assert metrics["kept_attempt"] == best and [a["kept"] for a in attempts].count(True) == 1
+    assert f"keeping fit {best + 1}, the best on the calibration posts" in r.stdout
+    # The model and its config are the kept fit's.
+    assert metrics["config"]["seed"] == 3 + best
+    saved = yaml.safe_load((out / "model" / "config.yaml").read_text())
+    assert saved["seed"] == 3 + best and saved["split_seed"] == 3
+    assert float(verdicts[best][2]) == pytest.approx(attempts[best]["loss_ratio"], abs=0.005)
+
+
+def test_train_tests_on_the_searchs_held_out_posts_and_refuses_a_mixed_split(tmp_path):
+    from nli_tune.train import _check_held_out
+
+    data = load_redsm5(SAMPLE_DIR)
+    _, test = split_test(data.pairs(), 0.15, 0)
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"seed": 0, "test": list(test), "folds": []}))
+    search = {"folds_file": str(folds)}
+    from nli_tune.core.config import TrainConfig
+
+    _check_held_out(search, data, TrainConfig(split_seed=0), "cfg.yaml")  # the search's split
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"split_seed": 5, "search": search}))
+    r = run_train(
+        "--config", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "out"), timeout=120
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'cfg.yaml'}: split_seed 5 and test_fraction 0.15")
+    assert f"hold out other posts than the search did ({folds})" in line
+    assert not (tmp_path / "out").exists()
+    folds.unlink()  # the search's folds.json gone: refused too, not split afresh silently
+    r = run_train("--config", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "out"))
+    assert r.returncode == 2 and f"the search's {folds} is gone" in r.stderr

@@ -59,6 +59,13 @@ class TrainConfig:
     evidence_weight: float = 1.0  # loss = w * unit-evidence loss + (1 - w) * post-level MIL loss
     calibration: str = "holdout"  # holdout: Platt + threshold fit on held-out train posts | none
     calibration_fraction: float = 0.2  # share of training posts held out for calibration
+    # --- the learned-fit rule (training/learned.py): a fit that fails both is retried ---
+    learned_loss_ratio: float = (
+        0.5  # a fit learned if its last epoch's train loss <= this x its first's
+    )
+    learned_calib_auc: float = (
+        0.6  # ... and its calibration posts' within-criterion ROC-AUC >= this
+    )
     # --- optimisation ---
     lr: float = 1e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
@@ -114,6 +121,16 @@ class TrainConfig:
             _is_num(self.calibration_fraction) and 0 < self.calibration_fraction < 0.5,
             "calibration_fraction",
             "must be in (0, 0.5)",
+        )
+        need(
+            _is_num(self.learned_loss_ratio) and self.learned_loss_ratio > 0,
+            "learned_loss_ratio",
+            "must be a positive number (1 or more: any fit whose loss did not rise)",
+        )
+        need(
+            _is_num(self.learned_calib_auc) and 0 <= self.learned_calib_auc <= 1,
+            "learned_calib_auc",
+            "must be in [0, 1]",
         )
         for key in ("num_layers", "adapt_layers"):
             value = getattr(self, key)

@@ -124,6 +124,36 @@ def score_posts(
     )
 
 
+@torch.no_grad()
+def score_ensemble(model, members, data: UnitData, how, topk, batch_size, device, amp):
+    """A fold ensemble's PostScores (model/ensemble.py): each member's trainable state
+    loaded in turn into `model`; `logits` are the logit of the members' mean calibrated
+    probability (`ensemble_calibration` decides on them) and the evidence unit is the one
+    with the highest mean calibrated score."""
+    from nli_tune.evaluation.baselines import logit as logit_of  # sklearn: where ensembles score
+    from nli_tune.model.classifier import load_trainable
+
+    model.eval()
+    units = np.flatnonzero(~data.external)
+    c = n_criteria()
+    pair_units, pair_crits = unit_criterion_pairs(units)
+    bags = torch.from_numpy(data.post_index[pair_units] * c + pair_crits)
+    n_bags = len(data.posts) * c
+    post_prob, unit_prob = np.zeros(n_bags), np.zeros(len(pair_units))
+    for state, calibration in members:
+        load_trainable(model, state)
+        with model.merged():
+            logit, attention = _unit_logits(model, data, units, batch_size, device, amp)
+        post_logit = aggregate(how, logit, bags, n_bags, attention, topk)
+        post_prob += calibration.prob(post_logit.double().numpy()) / len(members)
+        unit_prob += calibration.prob(logit.double().numpy()) / len(members)
+    top = top_units(torch.from_numpy(logit_of(unit_prob)), bags, n_bags).numpy()
+    return PostScores(
+        logits=logit_of(post_prob).reshape(-1, c),
+        top_unit=pair_units[np.minimum(top, len(pair_units) - 1)].reshape(-1, c),
+    )
+
+
 def evidence_table(
     data: UnitData, scored: PostScores, scores: np.ndarray, decisions: np.ndarray
 ) -> pd.DataFrame:

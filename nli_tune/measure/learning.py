@@ -47,6 +47,7 @@ def learning_run(seed: int, lr: float | None = None) -> dict[str, float]:
             group["lr"] = group["initial_lr"] = lr
         trainer.scheduler.base_lrs = [lr] * len(trainer.optimizer.param_groups)
     trainer.fit()
+    check = trainer.fit_check()  # the learned-fit rule, on the fit's own calibration posts
     held_out = units.subset(test_posts)
     logits = trainer.score_posts(held_out).logits  # [posts, criteria]
     labels = held_out.post_labels
@@ -63,6 +64,9 @@ def learning_run(seed: int, lr: float | None = None) -> dict[str, float]:
         "model_roc_auc": float(roc_auc_score(labels.ravel(), logits.ravel())),
         "tfidf_roc_auc_within": roc_auc_within(labels, tfidf),
         "tfidf_roc_auc": float(roc_auc_score(labels.ravel(), tfidf.ravel())),
+        "learned": check.learned,
+        "loss_ratio": check.loss_ratio,
+        "calib_roc_auc_within": check.calib_roc_auc_within,
         "seconds": time.perf_counter() - started,
     }
 
@@ -82,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"seed {seed}: within-criterion ROC-AUC {run['model_roc_auc_within']:.3f} (TF-IDF "
             f"{run['tfidf_roc_auc_within']:.3f}), ROC-AUC {run['model_roc_auc']:.3f} (TF-IDF "
-            f"{run['tfidf_roc_auc']:.3f}), {run['seconds']:.0f}s",
+            f"{run['tfidf_roc_auc']:.3f}); learned-fit rule: "
+            f"{'learned' if run['learned'] else 'did not learn'} (loss last/first "
+            f"{run['loss_ratio']:.2f}, calibration-post within-AUC "
+            f"{run['calib_roc_auc_within']:.3f}); {run['seconds']:.0f}s",
             flush=True,
         )
     if args.output:

@@ -15,10 +15,12 @@ from sklearn.linear_model import LogisticRegression
 
 from nli_tune.redsm5.load import n_criteria
 
+ENSEMBLE = "fold ensemble"  # a fold ensemble's rule on its members' mean (model/ensemble.py)
+
 
 @dataclass
 class Calibration:
-    method: str = "none"  # platt (fit on held-out training posts) | none (sigmoid, 0.5)
+    method: str = "none"  # platt (fit on held-out training posts) | none (sigmoid, 0.5) | ENSEMBLE
     a: float = 1.0  # P(matched) = sigmoid(a * logit + b)
     b: float = 0.0
     threshold: float = 0.5  # decide matched where P(matched) >= threshold
@@ -34,6 +36,11 @@ class Calibration:
     def describe(self) -> str:
         if self.method == "none":
             return "none (sigmoid of the aggregated logit, threshold 0.5)"
+        if self.method == ENSEMBLE:
+            return (
+                f"the mean of the fold models' calibrated probabilities, threshold "
+                f"{self.threshold:.3f} (the mean of theirs)"
+            )
         return (
             f"Platt scaling (a={self.a:.3f}, b={self.b:.3f}) and threshold {self.threshold:.3f}, "
             f"both fit on {self.posts} held-out training posts"

@@ -11,6 +11,7 @@ HEAD_FILE = "head.safetensors"  # pooler + head weights
 ADAPTER_DIR = "adapter"  # the peft DoRA adapter
 CONFIG_FILE = "config.yaml"  # the TrainConfig the model was trained with
 CALIBRATION_FILE = "calibration.json"  # Platt scaling and the decision threshold
+ENSEMBLE_FILE = "ensemble.json"  # a fold ensemble's members (model/ensemble.py), if one
 
 
 def check_model_dir(path: str | Path) -> Path:

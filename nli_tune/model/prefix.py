@@ -45,6 +45,16 @@ def layer_span(text_model: nn.Module, start: int, stop: int) -> nn.Module:
     return view
 
 
+# The config keys a unit's frozen-bottom states depend on (with the tokens): two configs
+# that agree on them share one cache.
+PREFIX_KEYS = ("model", "num_layers", "adapt_layers", "attention", "unit", "max_length",
+               "pairing", "precision")  # fmt: skip
+
+
+def prefix_key(cfg) -> tuple:
+    return tuple(getattr(cfg, k) for k in PREFIX_KEYS)
+
+
 def frozen_layers(cfg, n_layers: int) -> int:
     """Decoder layers below the adapted ones (0: every layer is adapted)."""
     adapt = cfg.adapt_layers

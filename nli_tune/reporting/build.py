@@ -12,7 +12,7 @@ import pandas as pd
 from nli_tune.core.errors import UserError
 from nli_tune.core.outputs import atomic_dir
 from nli_tune.reporting.fidelity import IMPORTANCE_MIN_TRIALS, importance_epoch, values_at_epoch
-from nli_tune.reporting.page import render
+from nli_tune.reporting.page import ENSEMBLE, REFIT, render
 from nli_tune.reporting.plots import (
     criterion_f1_plot,
     epoch_curves_plot,
@@ -21,6 +21,7 @@ from nli_tune.reporting.plots import (
     rebuild_study,
 )
 from nli_tune.reporting.search_files import SearchFiles, load_search, ranked, reference_rows
+from nli_tune.study.run_files import ENSEMBLE_DIR
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "report"
@@ -74,7 +75,11 @@ def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool
     final_dir = find_final(files, final)
     table = ranked(files)
     refs = reference_rows(files)
-    final_data = final_section(final_dir) if final_dir is not None else None
+    finals = []  # the trained models with test scores: the fold ensemble, the refit
+    if (files.run_dir / ENSEMBLE_DIR / "metrics.json").is_file():
+        finals.append((ENSEMBLE, final_section(files.run_dir / ENSEMBLE_DIR)))
+    if final_dir is not None:
+        finals.append((REFIT, final_section(final_dir)))
     plots_dir = files.run_dir / PLOTS_DIR
     with atomic_dir(plots_dir) as tmp:
         images: dict[str, Path] = {}
@@ -101,13 +106,13 @@ def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool
                 images["per-criterion F1 of the best trial"] = criterion_f1_plot(
                     crit, "Best trial: F1 per criterion (mean over folds)", tmp / "criteria.png"
                 )
-        if final_data is not None:
-            images["per-criterion F1 of the final model"] = criterion_f1_plot(
+        for i, (name, final_data) in enumerate(finals):
+            images[f"per-criterion F1 of the {name}"] = criterion_f1_plot(
                 final_data["per_criterion"],
-                "Final model: test F1 per criterion",
-                tmp / "final_criteria.png",
+                f"{name}: test F1 per criterion",
+                tmp / f"final_criteria{i}.png",
             )
-        page = render(files, refs, final_data, images, captions)
+        page = render(files, refs, finals, images, captions)
     out = files.run_dir / REPORT_FILE
     tmp_page = out.with_name(f".{REPORT_FILE}.tmp")
     # Images are embedded from the temp folder's copies; the folder is now in place.

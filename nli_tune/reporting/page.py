@@ -12,7 +12,15 @@ import pandas as pd
 
 from nli_tune.evaluation.metrics import corrected_ttest
 from nli_tune.reporting.fidelity import rung_rank_correlation
-from nli_tune.reporting.search_files import SearchFiles, ablations, comparisons, ranked, verdict
+from nli_tune.reporting.search_files import (
+    SearchFiles,
+    ablations,
+    comparisons,
+    confirmed,
+    ranked,
+    search_trials,
+    verdict,
+)
 
 
 def _img(path: Path, alt: str, caption: str = "") -> str:
@@ -78,7 +86,7 @@ def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
 def render(
     files: SearchFiles,
     refs: pd.DataFrame,
-    final: dict | None,
+    finals: list[tuple[str, dict]],
     images: dict,
     captions: dict | None = None,
 ) -> str:
@@ -93,12 +101,13 @@ def render(
     ref_rows = _reference_rows(files, refs, best)
     parts = [
         f"<h1>Search report: {html.escape(files.space.name)}</h1>",
-        f"<p>{len(files.results)} trials, {k} post-grouped CV folds, "
+        f"<p>{len(search_trials(files))} trials, {k} post-grouped CV folds, "
         f"{len(files.folds.get('test', []))} test posts held out from the search; data "
         f"fingerprint {html.escape(str(files.search.get('data_fingerprint', '?')))}. Best "
         f"trial: <b>{html.escape(str(files.search.get('trial_id', '?')))}</b> "
-        f"({metric} {_num(files.search.get(metric))}, cv macro-F1 "
-        f"{_num(files.search.get('cv_macro_f1'))}).</p>",
+        f"({metric} {_num(files.search.get(metric))} over its "
+        f"{files.search.get('fits', k)} fits, {files.search.get('fits_failed', 0)} of which "
+        f"did not learn; its trial's cv macro-F1 {_num(files.search.get('cv_macro_f1'))}).</p>",
         f"<h2>Trials, ranked by {html.escape(metric)}</h2>",
         ranked_html,
         "<p>Each trial at its last scored epoch"
@@ -142,18 +151,19 @@ def render(
             "refs",
         ),
     ]
+    parts.append(confirmation_html(files))
     for key, frame in ablations(files):
         parts.append(f"<h3>Searched switch: {html.escape(key)} (best trial per value)</h3>")
         parts.append(_table(list(frame.columns), [[_num(v) for v in r] for r in frame.values]))
     parts.append(rung_html(files))
     parts.append("<h2>Plots</h2>")
     parts += [_img(p, alt, (captions or {}).get(alt, "")) for alt, p in images.items()]
-    if final is not None:
-        parts.append(final_html(final))
-    else:
+    if finals:
+        parts.append(final_html(finals))
+    if not any(name == REFIT for name, _ in finals):
         parts.append(
-            "<h2>Final model</h2><p>No <code>train</code> output for this search's best config "
-            "found (run <code>python -m nli_tune.train --config "
+            "<p>No <code>train</code> output (refit) for this search's best config found "
+            "(run <code>python -m nli_tune.train --config "
             f"{html.escape(str(files.run_dir / 'best_config.yaml'))}</code>, or "
             "pass <code>--final DIR</code>).</p>"
         )
@@ -190,7 +200,8 @@ def _ranked_table(files: SearchFiles, table: pd.DataFrame) -> str:
                 html.escape(str(r["status"])),
             ]
         )
-    failed = files.results[files.results[metric].isna()]
+    failed = search_trials(files)
+    failed = failed[failed[metric].isna()]
     for _, r in failed.iterrows():
         rows.append(
             ["—", html.escape(str(r["trial_id"]))]
@@ -213,6 +224,59 @@ def _ranked_table(files: SearchFiles, table: pd.DataFrame) -> str:
         "ranked",
     )
     return ranked_html
+
+
+def confirmation_html(files: SearchFiles) -> str:
+    """The exported config's choice: every completed config's mean over its seeds x folds,
+    and the fits of the top ones, fold by fold, with the learned-fit rule's verdict."""
+    configs, fits = confirmed(files)
+    if configs.empty:
+        return ""
+    metric, params = files.metric, list(files.space.params)
+    by_id = files.results.set_index("trial_id")
+    rows = []
+    for _, c in configs.iterrows():
+        row = by_id.loc[c["config"]]
+        rows.append(
+            [html.escape(str(c["config"]))]
+            + [_param(row[p]) for p in params]
+            + [f"{_num(c['mean'])} ± {_num(c['std'])}", str(int(c["runs"])), str(int(c["fits"]))]
+            + [
+                str(int(c["fits_failed"])),
+                "yes" if c["config"] == files.search.get("trial_id") else "",
+            ]
+        )
+    fit_rows = [
+        [html.escape(str(f["config"])), html.escape(str(f["trial_id"])), html.escape(f["stage"]),
+         str(int(f["fold"])), _param(f["seed"]), _num(f["value"]), "yes" if f["learned"] else "NO"]
+        for _, f in fits.iterrows()
+    ]  # fmt: skip
+    failed = int(configs["fits_failed"].sum())
+    return (
+        "<h2>Which config is exported: every fit, at equal epochs</h2>"
+        f"<p>Only configs whose search trial ran all its epochs compete (an ASHA-stopped "
+        f"trial was scored earlier). Each is judged on {html.escape(metric)} averaged over "
+        f"all its fits: its trial's {files.k} folds and, for the top "
+        f"{files.space.confirm_top} (confirm), {files.space.confirm_seeds} reruns with new "
+        f"seeds on the same folds. A config with a fit that did not learn (train loss "
+        f"stalled, or its calibration posts ranked near chance) ranks below every config "
+        f"whose fits all learned. {failed} fit(s) of these configs did not learn.</p>"
+        + _table(
+            [
+                "config (search trial)",
+                *params,
+                f"{metric} over fits",
+                "runs",
+                "fits",
+                "fits that did not learn",
+                "exported",
+            ],
+            rows,
+            "configs",
+        )  # fmt: skip
+        + "<p>The fits of the top configs, one row per fold fit:</p>"
+        + _table(["config", "run", "stage", "fold", "seed", metric, "learned"], fit_rows, "fits")
+    )
 
 
 def _test_rows(files: SearchFiles) -> list[list[str]]:
@@ -258,6 +322,7 @@ def _reference_rows(files: SearchFiles, refs: pd.DataFrame, best) -> list[list[s
     return ref_rows
 
 
+ENSEMBLE, REFIT = "fold ensemble (search)", "refit (train)"  # the final models' row names
 FINAL_HEADER = [
     "",
     "test macro-F1",
@@ -269,31 +334,37 @@ FINAL_HEADER = [
 ]
 
 
-def final_html(final: dict) -> str:
-    t, tf, diff = final["test"], final["tfidf"], final["difference"]
-    lo, hi = t["macro_f1_ci95"]
-    (tn, fp), (fn, tp) = final["confusion"]
-    rows = [
-        _final_row("final model", t),
-        _final_row("TF-IDF + logistic regression", tf),
-        _final_row("majority class", final["majority"]),
+def final_html(models: list[tuple[str, dict]]) -> str:
+    """The trained models on the held-out test posts (the fold ensemble, the refit, as
+    they exist: `final_section` of each), then TF-IDF and the majority class on the same
+    posts under the same rule."""
+    first = models[0][1]
+    tf = first["tfidf"]
+    rows = [_final_row(name, m["test"]) for name, m in models]
+    rows += [_final_row("TF-IDF + logistic regression", tf)]
+    rows += [_final_row("majority class", first["majority"])]
+    parts = [
+        f"<h2>Final models on the {first['test_posts']} held-out test posts</h2>",
+        "<p>"
+        + "; ".join(f"{html.escape(name)}: {html.escape(m['path'])}" for name, m in models)
+        + ". Intervals: 95% bootstrap over posts. Nothing was chosen on these posts. "
+        "docs/training.md says when to prefer the fold ensemble or a refit.</p>",
+        _table(FINAL_HEADER, rows, "final"),
     ]
-    return "\n".join(
-        [
-            f"<h2>Final model on the {final['test_posts']} held-out test posts</h2>",
-            f"<p>From {html.escape(final['path'])}. Intervals: 95% bootstrap over posts.</p>",
-            _table(FINAL_HEADER, rows, "final"),
-            f"<p>Model minus TF-IDF: {diff['macro_f1_difference']:+.3f} macro-F1 (95% interval "
-            f"{diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f}).</p>",
-            f"<p>Decision threshold {final['threshold']:.3f}: {html.escape(final['how'])}.</p>",
-            f"<p>TF-IDF: {html.escape(tf.get('calibration', {}).get('how', '0.5'))}.</p>",
+    for name, m in models:
+        diff, (tn, fp), (fn, tp) = m["difference"], *m["confusion"]
+        parts += [
+            f"<p>{html.escape(name)} minus TF-IDF: {diff['macro_f1_difference']:+.3f} "
+            f"macro-F1 (95% interval {diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f}). "
+            f"Decision threshold {m['threshold']:.3f}: {html.escape(m['how'])}.</p>",
             _table(
-                ["", "decided unmatched", "decided matched"],
+                [html.escape(name), "decided unmatched", "decided matched"],
                 [["unmatched", str(tn), str(fp)], ["matched", str(fn), str(tp)]],
                 "confusion",
             ),
         ]
-    )
+    parts.append(f"<p>TF-IDF: {html.escape(tf.get('calibration', {}).get('how', '0.5'))}.</p>")
+    return "\n".join(parts)
 
 
 def _final_row(name: str, m: dict) -> list[str]:

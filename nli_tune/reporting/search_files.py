@@ -20,6 +20,7 @@ from nli_tune.core.outputs import read_table
 from nli_tune.evaluation.baselines import MAJORITY, TFIDF, baseline_metrics, posts_frame
 from nli_tune.evaluation.metrics import corrected_ttest
 from nli_tune.reporting.fidelity import common_epoch, fold_columns, fold_values_at
+from nli_tune.study.selection import SEARCH, fit_values, rank_configs, with_stages
 from nli_tune.study.space import SearchSpace, fold_column, load_space
 
 TOP = 5  # the best trial is compared with each other trial of the top TOP
@@ -71,11 +72,27 @@ def load_search(run_dir: str | Path) -> SearchFiles:
     )
 
 
+def search_trials(files: SearchFiles) -> pd.DataFrame:
+    """The search's own trials (cv_results.csv also holds the confirmation reruns)."""
+    table = with_stages(files.results)
+    return table[table["stage"] == SEARCH]
+
+
 def ranked(files: SearchFiles) -> pd.DataFrame:
-    """Trials with a score, best first by the search's metric at their last scored epoch
-    (which differs between trials ASHA stopped and trials that ran on)."""
-    scored = files.results.dropna(subset=[files.metric])
+    """Search trials with a score, best first by the search's metric at their last scored
+    epoch (which differs between trials ASHA stopped and trials that ran on)."""
+    scored = search_trials(files).dropna(subset=[files.metric])
     return scored.sort_values(files.metric, ascending=False, kind="stable")
+
+
+def confirmed(files: SearchFiles) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(configs ranked as the export chose among them, every fit of the top TOP of them):
+    the mean of the search's metric over each config's seeds x folds and its failed fits
+    (study/selection.py), and each fit's fold, seed, value and verdict."""
+    table = with_stages(files.results)
+    configs = rank_configs(table, files.metric, files.k)
+    fits = fit_values(table, files.metric, files.k)
+    return configs, fits[fits["config"].isin(set(configs["config"][:TOP]))]
 
 
 def comparisons(files: SearchFiles) -> list[dict]:

@@ -19,6 +19,8 @@ RESULTS_FILE = "cv_results.csv"  # in the run folder: one row per trial
 PENDING_FILE = "mlflow_pending.jsonl"  # in the run folder: records MLflow could not take yet
 IDENTITY_FILE = "search.json"  # in the run folder: the search id and what --resume must match
 STUDY_FILE = "optuna.db"  # in the run folder: the Optuna study, for optuna-dashboard
+FOLDS_FILE = "folds.json"  # in the run folder: the test posts and each CV fold's posts
+ENSEMBLE_DIR = "ensemble"  # in the run folder: the exported trial's fold models as one model
 # A trial's status in cv_results.csv, MLflow (tag status), the progress lines and the report.
 COMPLETED = "completed"  # ran all of its own epochs
 STOPPED = "stopped early"  # ASHA stopped it at a rung
@@ -47,6 +49,7 @@ def search_identity(space: SearchSpace, fingerprint: str) -> dict[str, Any]:
         "scheduler_metric": space.scheduler_metric,
         "searcher_metric": space.searcher_metric,
         "startup_trials": space.n_startup_trials,
+        "confirm": [space.confirm_top, space.confirm_seeds],
         "data_fingerprint": fingerprint,
     }
     return json.loads(json.dumps(identity, default=str))  # as it reads back from the file

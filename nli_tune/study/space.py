@@ -6,6 +6,7 @@
     scheduler: asha        # asha | none
     metric: cv_roc_auc_within   # or {scheduler: ..., searcher: ...}; see METRICS
     startup_trials: 4      # Optuna TPE samples at random for this many trials first
+    confirm: {top: 3, seeds: 2}  # rerun the top completed configs with new seeds (or none)
     params:                # sampled by Optuna; any training-config key
       pooling: {choice: [mean, cls, max, attention]}
       lr: {loguniform: [1.0e-4, 3.0e-3]}
@@ -47,6 +48,7 @@ TOP_KEYS = (
     "points_to_evaluate",
     "metric",
     "startup_trials",
+    "confirm",
 )
 # Cross-fold means a trial reports at each scored epoch; ASHA and Optuna may each rank on
 # any of them (all higher-is-better). Which ranks trials earliest and most stably is
@@ -69,6 +71,7 @@ def fold_column(metric: str, k: int | str) -> str:
 # A trial config's key that is no training key: which confirmation rerun of a config it is
 # (0: the search's own trial), so that its folds draw new seeds.
 REPEAT_KEY = "confirm_repeat"
+CONFIRMS_KEY = "confirms"  # ... and the search trial whose config it reruns
 RESOURCE_KEYS = ("cpus_per_worker", "gpus_per_worker", "driver_cpus")
 ASHA_KEYS = ("grace_period", "reduction_factor")
 # Keys the search itself owns: sampling them would break the CV protocol.
@@ -103,6 +106,8 @@ class SearchSpace:
     scheduler_metric: str = DEFAULT_METRIC  # ASHA stops trials on it at its rungs
     searcher_metric: str = DEFAULT_METRIC  # Optuna optimises it; the exported best is chosen by it
     startup_trials: int | None = None  # random trials before TPE models (None: num_samples // 3)
+    confirm_top: int = 3  # confirmation: the top completed configs rerun with new seeds (0: none)
+    confirm_seeds: int = 2  # confirmation: reruns of each, every fold with a new seed
     source: Path = field(default=Path("."), repr=False)
 
     @property
@@ -269,6 +274,7 @@ def load_space(space: str) -> SearchSpace:
         space.startup_trials = _number(startup, "startup_trials", src, integer=True)
         if space.startup_trials < 1:
             fail(f"startup_trials {startup!r}: must be an integer >= 1")
+    space.confirm_top, space.confirm_seeds = _confirm(raw.get("confirm", {}), src)
     _apply_section(space, raw.get("resources"), RESOURCE_KEYS, "resources", src)
     _apply_section(space, raw.get("asha"), ASHA_KEYS, "asha", src)
     if space.cpus_per_worker <= 0 or space.driver_cpus <= 0 or space.gpus_per_worker < 0:
@@ -305,6 +311,25 @@ def _metrics(value: Any, src: str) -> tuple[str, str]:
                 f"{src}: metric.{key} {name!r}: unknown metric (known: {', '.join(METRICS)})"
             )
     return value.get("scheduler", DEFAULT_METRIC), value.get("searcher", DEFAULT_METRIC)
+
+
+def _confirm(value: Any, src: str) -> tuple[int, int]:
+    """(top, seeds) from `confirm: {top: N, seeds: S}`, or (0, 0) from `confirm: none`;
+    an absent key keeps the defaults (3, 2)."""
+    if value in ("none", None):
+        return 0, 0
+    if not isinstance(value, dict):
+        raise UserError(f"{src}: confirm must be none or a mapping {{top: N, seeds: S}}")
+    unknown = sorted(set(value) - {"top", "seeds"})
+    if unknown:
+        raise UserError(f"{src}: unknown key confirm.{unknown[0]} (known: top, seeds)")
+    out = []
+    for key, default in (("top", 3), ("seeds", 2)):
+        n = _number(value.get(key, default), f"confirm.{key}", src, integer=True)
+        if n < 1:
+            raise UserError(f"{src}: confirm.{key} {n}: must be >= 1 (or confirm: none)")
+        out.append(n)
+    return out[0], out[1]
 
 
 def _check_distribution(key: str, dist: Any, src: str) -> tuple[dict, list[Any]]:

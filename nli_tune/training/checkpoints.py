@@ -35,6 +35,7 @@ def save_checkpoint(trainer, out_dir: str | Path) -> None:
         "rng": trainer.rng.bit_generator.state,
         "calibration": trainer.calibration.to_dict(),
         "best_calibration": trainer.best_calibration.to_dict(),
+        "calib_roc_auc_within": trainer.calib_roc_auc_within,
     }
     (out / STATE_JSON).write_text(json.dumps(meta, default=_jsonable))
 
@@ -58,9 +59,20 @@ def load_checkpoint(trainer, src_dir: str | Path) -> None:
     trainer.state = type(trainer.state)(**meta["fold_state"])
     trainer.calibration = Calibration(**meta["calibration"])
     trainer.best_calibration = Calibration(**meta["best_calibration"])
+    trainer.calib_roc_auc_within = meta.get("calib_roc_auc_within")
 
 
 def _jsonable(value):
     if isinstance(value, np.integer | np.floating):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_fit(src_dir: str | Path) -> tuple[dict, Calibration]:
+    """A checkpoint's trainable tensors (by parameter name) and calibration, as of its
+    epoch: what a fold ensemble keeps of each fold (model/ensemble.py)."""
+    src = Path(src_dir)
+    tensors = load_file(str(src / STATE_TENSORS))
+    meta = json.loads((src / STATE_JSON).read_text())
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("param/")}
+    return state, Calibration(**meta["calibration"])

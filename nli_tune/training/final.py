@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
-
-import numpy as np
+from dataclasses import asdict, replace
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.outputs import atomic_dir
-from nli_tune.evaluation.baselines import calibrated_tfidf, majority_baseline
-from nli_tune.evaluation.metrics import bootstrap_macro_f1, interval, pair_metrics, post_metrics
+from nli_tune.evaluation.comparison import test_comparison
 from nli_tune.evaluation.scoring import evidence_table
 from nli_tune.model.card import write_cards
 from nli_tune.model.classifier import build_model, parameter_counts, save_model
@@ -34,8 +31,11 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: bool, search):
-    """Train, evaluate and write `output`/; returns metrics.json's content."""
+def train_final(
+    cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: bool, search, retries: int = 2
+):
+    """Train, evaluate and write `output`/; returns metrics.json's content. A fit that did
+    not learn (training/learned.py) is retried with the next seed, up to `retries` times."""
     started = time.perf_counter()
     pairs = data.pairs()
     train_posts, test_posts = split_test(pairs, cfg.test_fraction, cfg.split_seed)
@@ -47,17 +47,16 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
         f"test {len(test_posts)} posts ({len(test_pairs)} pairs, "
         f"{int(test_pairs['label'].sum())} matched)"
     )
-    say(
-        f"model {cfg.model} (layers {cfg.num_layers or 'all'}, {cfg.attention}, "
-        f"pooling {cfg.pooling}, DoRA r={cfg.rank} on {cfg.dora_targets}; unit {cfg.unit}, "
-        f"aggregate {cfg.aggregate}; pairing {cfg.pairing}, hypothesis {cfg.hypothesis})  "
-        f"device {device}"
-    )
     t0 = time.perf_counter()
-    say("loading the model (the first run converts and caches the 270M weights)...")
+    say(f"loading {cfg.model} (the first run converts and caches the 270M weights)...")
     model, tokenizer = build_model(cfg)
     counts = parameter_counts(model)
     amp = autocast_dtype(cfg.precision, device)
+    say(
+        f"model {cfg.model}: {layer_line(model, cfg)}, {cfg.attention}, pooling "
+        f"{cfg.pooling}; unit {cfg.unit}, aggregate {cfg.aggregate}; pairing {cfg.pairing}, "
+        f"hypothesis {cfg.hypothesis}; device {device}"
+    )
     say(
         f"  loaded in {time.perf_counter() - t0:.1f}s; trainable params "
         f"{counts['trainable_params']:,} of {counts['total_params']:,}  "
@@ -72,39 +71,36 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
     # The frozen bottom layers run once per unit, test units included (see model/prefix.py).
     all_units = cache_prefix(model.to(device), all_units, cfg.eval_batch_size, device, amp)
     train_data, test_data = all_units.subset(train_posts), all_units.subset(test_posts)
-    test_pairs = test_data.pairs_frame()  # the order every test array below follows
 
-    trainer = _fit(cfg, model, train_data, device, quiet)
-    calibration = trainer.calibration
+    trainer, attempts = _fit_until_learned(cfg, model, train_data, device, quiet, retries)
+    # The kept fit's model and config (its seed is the one that fit used).
+    model, calibration, cfg = trainer.model, trainer.calibration, trainer.cfg
     scored = trainer.score_posts(test_data)
-    test_metrics = post_metrics(test_data, scored, calibration)
     scores = calibration.prob(scored.logits).ravel()
     decisions = scores >= calibration.threshold
     # The frame the trainer split into fitting and calibration posts: the same split here.
-    tfidf = calibrated_tfidf(data.texts(), train_data.pairs_frame(), test_pairs, cfg)
-    labels = test_data.post_labels.ravel()
-    baselines, versus = _compare(
-        cfg, test_metrics, labels, decisions, tfidf, train_pairs, test_pairs
+    compared = test_comparison(
+        cfg, test_data, scored, calibration, data.texts(), train_data.pairs_frame()
     )
-
-    metrics = {
-        "test": test_metrics,
-        "baselines": baselines,
-        "model_minus_tfidf": versus["tfidf_logreg"],
-        "model_minus_majority": versus["majority"],
+    tfidf_posts = compared.pop("tfidf_posts")
+    metrics = compared | {
         # Which posts each scorer was fitted and calibrated on, kept so that a reader (and
         # a test) can check the TF-IDF row was decided on the same posts as the model.
         "calibration_posts": {
             "model": sorted(map(str, trainer.calib.posts)) if trainer.calib else [],
-            "tfidf_logreg": sorted(map(str, tfidf.calib_posts)),
+            "tfidf_logreg": tfidf_posts["calibration"],
         },
         "fitting_posts": {
             "model": sorted(map(str, trainer.train.posts)),
-            "tfidf_logreg": sorted(map(str, tfidf.fit_posts)),
+            "tfidf_logreg": tfidf_posts["fitting"],
         },
         "calibration": calibration.to_dict() | {"how": calibration.describe()},
         "evidence_location": asdict(report) | {"located": report.located},
         "train_history": trainer.state.history,
+        # Every fit tried (seed, the learned-fit rule's verdict and numbers); the kept one
+        # was chosen on calibration posts only.
+        "attempts": attempts,
+        "kept_attempt": next(i for i, a in enumerate(attempts) if a["kept"]),
         "data": {
             "source": str(data.source),
             "fingerprint": data.fingerprint,
@@ -139,6 +135,48 @@ def train_final(cfg: TrainConfig, data: ReDSM5, device, output: str, *, quiet: b
     return metrics
 
 
+def layer_line(model, cfg: TrainConfig) -> str:
+    """'18 layers, DoRA r=16 on attention of the top 6' (what a run says it trains)."""
+    n = model.backbone.config.num_hidden_layers
+    top = n if cfg.adapt_layers is None else min(cfg.adapt_layers, n)
+    where = "every layer" if top == n else f"the top {top}"
+    return f"{n} layers, DoRA r={cfg.rank} on {cfg.dora_targets} of {where}"
+
+
+def _fit_until_learned(cfg, model, train_data, device, quiet: bool, retries: int):
+    """Fit; while the fit did not learn, say so and fit again with the next seed (a fresh
+    model), up to `retries` times. Keeps the first fit that learned, else the one that
+    ranks its calibration posts best: never chosen on test posts. Returns (trainer,
+    attempts)."""
+    kept, attempts = None, []
+    for attempt in range(retries + 1):
+        run = replace(cfg, seed=cfg.seed + attempt)
+        if attempt:
+            model, _ = build_model(run, tokenizer=False)
+        trainer = _fit(run, model, train_data, device, quiet)
+        check = trainer.fit_check()
+        attempts.append({"seed": run.seed, "kept": False, **check.to_dict()})
+        say(f"fit {attempt + 1} (seed {run.seed}): {check.line()}")
+        if check.learned or kept is None or _calib_rank(check) > _calib_rank(kept[1]):
+            kept = (attempt, check, trainer)
+        if check.learned:
+            break
+        if attempt < retries:
+            say(f"  retrying with seed {run.seed + 1} ({retries - attempt} retries left)")
+        else:
+            say(
+                f"  no fit learned in {retries + 1} tries; keeping fit {kept[0] + 1}, the best "
+                f"on the calibration posts: its test scores below may be no better than TF-IDF"
+            )
+    attempts[kept[0]]["kept"] = True
+    return kept[2], attempts
+
+
+def _calib_rank(check) -> float:
+    auc = check.calib_roc_auc_within
+    return -1.0 if auc != auc else auc  # NaN last
+
+
 def _fit(cfg: TrainConfig, model, train_data, device, quiet: bool) -> FoldTrainer:
     """Fit on the training posts (the trainer holds some out for calibration)."""
     trainer = FoldTrainer(cfg, model, train_data, None, device, log=say)
@@ -160,38 +198,6 @@ def _fit(cfg: TrainConfig, model, train_data, device, quiet: bool) -> FoldTraine
 
     trainer.fit(on_epoch)
     return trainer
-
-
-def _compare(cfg, test_metrics: dict, labels, decisions, tfidf, train_pairs, test_pairs):
-    """The baseline rows and the model's paired differences from them, with 95% intervals.
-
-    The test split is small (a few hundred pairs): the bootstrap resamples posts, and every
-    row sees the same resamples, so the differences are paired.
-    """
-    baselines = {
-        "majority": majority_baseline(train_pairs, test_pairs),
-        "tfidf_logreg": pair_metrics(test_pairs, tfidf.probs, tfidf.calibration.threshold)
-        | {"calibration": tfidf.calibration.to_dict() | {"how": tfidf.calibration.describe()}},
-    }
-    boot = bootstrap_macro_f1(
-        labels,
-        {
-            "model": decisions,
-            "tfidf_logreg": tfidf.probs >= tfidf.calibration.threshold,
-            "majority": np.full(len(labels), int(train_pairs["label"].mean() >= 0.5)),
-        },
-        test_pairs["post_id"].to_numpy(),
-        seed=cfg.split_seed,  # the same resamples whatever the training seed
-    )
-    test_metrics["macro_f1_ci95"] = interval(boot["model"])
-    versus = {}
-    for name, row in baselines.items():
-        row["macro_f1_ci95"] = interval(boot[name])
-        versus[name] = {
-            "macro_f1_difference": test_metrics["macro_f1"] - row["macro_f1"],
-            "ci95": interval(boot["model"] - boot[name]),
-        }
-    return baselines, versus
 
 
 def _print_summary(metrics: dict, output: str) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from nli_tune.core.config import TrainConfig
-from nli_tune.evaluation.metrics import post_metrics
+from nli_tune.evaluation.metrics import post_metrics, roc_auc_within
 from nli_tune.evaluation.scoring import PostScores, forward_pairs, forward_units, score_posts
 from nli_tune.model.aggregate import aggregate
 from nli_tune.model.calibration import Calibration, fit_calibration
@@ -39,6 +39,7 @@ from nli_tune.model.prefix import cache_prefix
 from nli_tune.pairs.encoding import UnitData, bucketed_batches, pair_lengths
 from nli_tune.redsm5.folds import calibration_split
 from nli_tune.training.checkpoints import load_checkpoint, save_checkpoint
+from nli_tune.training.learned import FitCheck, check_fit
 from nli_tune.training.sampling import MIL_UNITS, Sampler
 
 MAX_GRAD_NORM = 1.0  # gradients clipped to this global norm before every optimizer step
@@ -134,6 +135,7 @@ class FoldTrainer:
         self.state = FoldState()
         self.best_params: dict[str, torch.Tensor] | None = None
         self.best_calibration = Calibration()
+        self.calib_roc_auc_within: float | None = None  # at the last calibration
 
     # --- training -------------------------------------------------------------------------
     def _forward(self, data: UnitData, units: np.ndarray, crits: np.ndarray):
@@ -263,13 +265,21 @@ class FoldTrainer:
         )
 
     def calibrate(self) -> Calibration:
-        """Fit the post-score calibration on the held-out training posts (if any)."""
+        """Fit the post-score calibration on the held-out training posts (if any); their
+        within-criterion ROC-AUC is kept for the learned-fit rule (`fit_check`)."""
         if self.calib is not None:
             scores = self.score_posts(self.calib)
             self.calibration = fit_calibration(
                 scores.logits.reshape(-1), self.calib.post_labels.reshape(-1)
             )
+            self.calib_roc_auc_within = roc_auc_within(self.calib.post_labels, scores.logits)
         return self.calibration
+
+    def fit_check(self) -> FitCheck:
+        """Did this fit learn, by the one rule (training/learned.py), as of its last
+        calibration."""
+        losses = [h["train_loss"] for h in self.state.history if "train_loss" in h]
+        return check_fit(losses, self.calib_roc_auc_within, self.cfg)
 
     def evaluate(self, data: UnitData) -> dict[str, float]:
         scores = self.score_posts(data)

@@ -16,6 +16,8 @@ from ray import tune
 
 from nli_tune.core.errors import first_line
 from nli_tune.study.run_files import FAILED, epoch_status
+from nli_tune.study.selection import CONFIRMATION, SEARCH
+from nli_tune.study.space import CONFIRMS_KEY, REPEAT_KEY
 from nli_tune.tracking.runs import TRIAL_ROLE, Tracker, read_pending
 from nli_tune.tuning.trial import trial_failure
 
@@ -111,6 +113,12 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         params = self.base_config | dict(trial.config)  # the whole training config
         self.write({"kind": "trial_start", "trial_id": trial.trial_id, "params": params})
+        # Which stage the trial is: a search sample, or a confirmation rerun of one.
+        confirms = trial.config.get(CONFIRMS_KEY)
+        tags = {"stage": CONFIRMATION if confirms else SEARCH}
+        if confirms:
+            tags |= {"confirms": str(confirms), "repeat": str(trial.config.get(REPEAT_KEY))}
+        self.write({"kind": "trial_tags", "trial_id": trial.trial_id, "tags": tags})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {

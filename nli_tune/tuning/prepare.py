@@ -4,15 +4,17 @@ travels to the fold workers says what it holds. No Ray here."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError
+from nli_tune.model.prefix import PREFIX_KEYS, prefix_key
 from nli_tune.pairs.encoding import (
     PairFormat,
     UnitData,
@@ -35,11 +37,17 @@ class TrialData:
     plan: FoldPlan  # post-grouped CV folds (and the test posts kept out)
     units: dict[str, tuple[UnitTable, UnitTokens]]  # per unit kind: spans and token ids
     fmt: PairFormat  # the tokenizer's pair template
+    # The frozen bottom layers' states of every unit (model/prefix.py), per prefix_key:
+    # computed once here, where workers would each compute their own every trial.
+    prefix: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
 
     def unit_data(self, cfg: TrainConfig) -> UnitData:
-        """A trial config's (unit, criterion) data over every train/validation post."""
+        """A trial config's (unit, criterion) data over every train/validation post, with
+        its frozen-bottom states where they were computed for its config."""
         table, tokens = self.units[cfg.unit]
-        return assemble_for(cfg, table, tokens, self.fmt, self.pairs)
+        data = assemble_for(cfg, table, tokens, self.fmt, self.pairs)
+        states = self.prefix.get(prefix_key(cfg))
+        return data if states is None else data.with_prefix(states)
 
 
 def prepare_trial_data(
@@ -94,7 +102,38 @@ def prepare_trial_data(
     trial_pairs = pairs[pairs["post_id"].isin(set(plan.trainval_posts))].reset_index(drop=True)
     # Workers get spans, labels and token ids: the unit texts stay in this process.
     units = {kind: (replace(t, texts=[]), shared_units[kind]) for kind, t in tables.items()}
-    return TrialData(trial_pairs, plan, units, fmt)
+    trial_data = TrialData(trial_pairs, plan, units, fmt)
+    if space.gpus_per_worker == 0:  # GPU workers compute theirs on their device, fast
+        _cache_prefixes(space, trial_data, say)
+    return trial_data
+
+
+def _cache_prefixes(space: SearchSpace, data: TrialData, say) -> None:
+    """The frozen bottom's states of every unit, once per distinct prefix_key the space's
+    configs can have (choice params only; a config sampled otherwise computes its own)."""
+    import torch
+
+    from nli_tune.model.classifier import build_model
+    from nli_tune.model.precision import autocast_dtype
+    from nli_tune.model.prefix import cache_prefix
+
+    keys = [k for k in PREFIX_KEYS if k in space.params]
+    if any("choice" not in space.params[k] for k in keys):
+        return
+    cpu = torch.device("cpu")
+    for values in itertools.product(*(space.params[k]["choice"] for k in keys)):
+        cfg = space.trial_config(dict(zip(keys, values, strict=True)))
+        if prefix_key(cfg) in data.prefix:
+            continue
+        t0 = time.time()
+        model, _ = build_model(cfg, tokenizer=False)
+        units = cache_prefix(
+            model, data.unit_data(cfg), cfg.eval_batch_size, cpu, autocast_dtype(cfg.precision, cpu)
+        )
+        if units.prefix is not None:
+            data.prefix[prefix_key(cfg)] = units.prefix
+            seconds = time.time() - t0
+            say(f"  frozen bottom layers run once for {len(units)} units in {seconds:.1f}s")
 
 
 def _same_tokens(a: dict, b: dict) -> bool:

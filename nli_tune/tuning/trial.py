@@ -26,7 +26,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 
 from nli_tune.redsm5.load import criterion_keys
-from nli_tune.study.space import REPEAT_KEY, scored_epochs
+from nli_tune.study.space import CONFIRMS_KEY, REPEAT_KEY, scored_epochs
 from nli_tune.training.seeds import fit_seed
 from nli_tune.tuning.driver_callbacks import release_placement_group
 
@@ -48,6 +48,9 @@ FOLD_METRICS = (
     "compute_seconds",  # training and scoring since the last report, in seconds
     "score_passes",  # times the fold scored a split so far (validation, calibration)
     "seed",  # the fold fit's own seed (training/seeds.py)
+    "learned",  # 1 if the fit passes the learned-fit rule so far (training/learned.py), else 0
+    "loss_ratio",  # its train loss, last epoch over first
+    "calib_roc_auc_within",  # its within-criterion ROC-AUC on its calibration posts
 )
 CRITERION_METRICS = tuple(f"val_f1_{key}" for key in criterion_keys())  # fold F1 per criterion
 # Test-only fault injection, read by the fold workers: "KEY=VALUE" makes fold 0 of every
@@ -173,6 +176,8 @@ def cross_fold_mean(reports: list[dict]) -> dict[str, Any]:
         "cv_pr_auc": _nanmean([m["val_pr_auc"] for m in by_fold]),
         "cv_evidence_hit_at_1": _nanmean([m["val_evidence_hit_at_1"] for m in by_fold]),
         "folds_stopped": int(sum(bool(m["stopped_early"]) for m in by_fold)),
+        # Fits that do not pass the learned-fit rule (read at a trial's last epoch).
+        "fits_failed": int(sum(m.get("learned", 1.0) == 0 for m in by_fold)),
         # Folds run side by side: the slowest one bounds the epochs since the last report.
         "epoch_compute_s": float(max(m["compute_seconds"] for m in by_fold)),
         "worker_peak_rss_mb": float(max(m["peak_rss_mb"] for m in by_fold)),
@@ -251,6 +256,9 @@ def fold_worker(loop_config: dict) -> None:
         payload |= {name: float(metrics.get(name, float("nan"))) for name in names}
         payload["score_passes"] = float(trainer.state.score_passes)
         payload["seed"] = float(cfg.seed)
+        check = trainer.fit_check()
+        payload |= {"learned": float(check.learned), "loss_ratio": check.loss_ratio}
+        payload["calib_roc_auc_within"] = check.calib_roc_auc_within
         payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if not save:
             ray.train.report(payload)
@@ -307,6 +315,7 @@ def run_trial(sampled: dict, shared: dict, settings: TrialSettings) -> None:
 
     sampled = dict(sampled)
     repeat = int(sampled.pop(REPEAT_KEY, 0))  # a confirmation rerun: new seeds, same config
+    sampled.pop(CONFIRMS_KEY, None)
     cfg = TrainConfig.from_dict(settings.base_config | sampled)
     # Every fold fit its own seed, from the config it fits and the repeat: trials do not all
     # draw the same luck, and a rerun of a config draws new luck.

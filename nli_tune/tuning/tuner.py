@@ -11,23 +11,18 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError, first_line
 from nli_tune.study.run_files import (
-    EPOCHS_FILE,
-    FAILED,
+    FOLDS_FILE,
     PENDING_FILE,
-    RESULTS_FILE,
-    STOPPED,
     STUDY_FILE,
-    epoch_status,
     resolve_search_id,
     save_search_id,
 )
-from nli_tune.study.space import SearchSpace, fold_column
+from nli_tune.study.space import SearchSpace
 
 if TYPE_CHECKING:  # the search entry builds it; this module loads no torch at import
     from nli_tune.tuning.prepare import TrialData
@@ -136,7 +131,8 @@ def run_search(
             flush=True,
         )
         storage = args.storage.rstrip("/")  # a local path or a URI such as s3://bucket/x
-        trainable = _trainable(tune, ray, space, data, storage)
+        shared = {"ref": ray.put(data)}  # in Ray's object store once, for every trial
+        trainable = _trainable(tune, space, shared, storage, space.judged_rungs())
         clock = TrialClock()  # the trials' wall time, for their overhead in cv_results.csv
         lines = ProgressLines(
             space.num_samples, list(space.params), base.epochs, space.scheduler_metric
@@ -147,12 +143,19 @@ def run_search(
         warnings.filterwarnings(
             "ignore", r"The reported value is ignored because this `step=", UserWarning
         )
+        callbacks = [mlflow_cb, ReleaseWorkerGroups(), clock, *progress]
         if args.resume:
             tuner = _restore(tune, f"{storage}/{space.name}", trainable)
         else:
-            callbacks = [mlflow_cb, ReleaseWorkerGroups(), clock, *progress]
             tuner = _new_tuner(tune, space, trainable, run_dir, storage, max_concurrent, callbacks)
-        return _fit_and_export(tuner, space, run_dir, mlflow_cb, fingerprint, clock)
+        # Confirmation trials score their folds at their last epoch only (no rungs).
+        stage = Stage(tune, _trainable(tune, space, shared, storage, []), storage, max_concurrent)
+        stage.callbacks = [mlflow_cb, ReleaseWorkerGroups(), clock]
+        if not args.quiet:  # one line per confirmation trial event, numbered among them
+            stage.progress = lambda n: ProgressLines(
+                n, list(space.params), base.epochs, space.searcher_metric
+            )
+        return _fit_and_export(tuner, space, run_dir, mlflow_cb, fingerprint, clock, stage)
     finally:
         ray.shutdown()
 
@@ -166,7 +169,7 @@ def _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint
     exp_id, parent_id = open_search_run(args.mlflow_uri, space, search_id, fingerprint)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(space.source, run_dir / "space.yaml")
-    data.plan.save(run_dir / "folds.json")
+    data.plan.save(run_dir / FOLDS_FILE)
     save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri))
     return MlflowTrialCallback(
         args.mlflow_uri,
@@ -178,8 +181,9 @@ def _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint
     )
 
 
-def _trainable(tune, ray, space: SearchSpace, data: TrialData, storage: str):
-    """run_trial with the shared data (in Ray's object store), its settings and its
+def _trainable(tune, space: SearchSpace, shared: dict, storage: str, rungs: list[int] | None):
+    """run_trial with the shared data (its ObjectRef in Ray's object store), its settings,
+    the epochs its folds score at besides the last (`rungs`; None: every epoch) and its
     driver's CPUs."""
     from nli_tune.tuning.trial import TrialSettings, run_trial
 
@@ -189,11 +193,11 @@ def _trainable(tune, ray, space: SearchSpace, data: TrialData, storage: str):
         worker_threads=space.worker_threads,
         gpus_per_worker=space.gpus_per_worker,
         train_storage=f"{storage}/train",
-        rungs=space.judged_rungs(),  # where the folds score (None: every epoch)
+        rungs=rungs,
     )
     # The dict wrapper keeps the ObjectRef a ref: with_parameters would resolve a bare one.
     return tune.with_resources(
-        tune.with_parameters(run_trial, shared={"ref": ray.put(data)}, settings=settings),
+        tune.with_parameters(run_trial, shared=shared, settings=settings),
         {"cpu": space.driver_cpus},
     )
 
@@ -233,20 +237,38 @@ def _new_tuner(tune, space, trainable, run_dir: Path, storage: str, max_concurre
     )
 
 
-def _fit_and_export(tuner, space, run_dir: Path, mlflow_cb, fingerprint: str, clock):
-    """Run the trials; export them, or say how many a Ctrl-C left unfinished."""
+class Stage:
+    """What the confirmation stage runs with: its trainable, storage, concurrency and
+    callbacks (the search's MLflow callback and clock among them)."""
+
+    def __init__(self, tune, trainable, storage: str, at_once: int):
+        self.tune, self.trainable, self.storage, self.at_once = tune, trainable, storage, at_once
+        self.callbacks: list = []
+        self.progress = None  # n trials -> their progress-lines callback; None: quiet
+
+
+def _fit_and_export(tuner, space, run_dir: Path, mlflow_cb, fingerprint: str, clock, stage):
+    """Run the trials, then the confirmation stage; export them, or say how many a Ctrl-C
+    left unfinished."""
+    from nli_tune.study.selection import CONFIRMATION, SEARCH, confirmation_candidates
     from nli_tune.tuning.driver_callbacks import sweep_orphan_placement_groups
+    from nli_tune.tuning.export import export, trial_rows
 
     try:
         grid = tuner.fit()
         sweep_orphan_placement_groups()
-        unfinished = _unfinished_trials(grid, space.num_samples, mlflow_cb.ended_trials())
-        if unfinished:
-            raise SearchInterrupted(
-                f"search interrupted with {unfinished} trial(s) unfinished; continue it "
-                f"with the same command plus --resume"
+        _check_finished(grid, space.num_samples, mlflow_cb)
+        rows, history = trial_rows(grid, space, mlflow_cb.trial_runs(), clock, SEARCH)
+        if space.confirm_top:
+            top = confirmation_candidates(
+                pd.DataFrame(rows), space.searcher_metric, space.confirm_top
             )
-        return export(grid, space, run_dir, mlflow_cb, fingerprint, clock)
+            grid = _confirm(space, stage, rows, top, mlflow_cb)
+            more, more_history = trial_rows(
+                grid, space, mlflow_cb.trial_runs(), clock, CONFIRMATION
+            )
+            rows, history = rows + more, history + more_history
+        return export(rows, history, space, run_dir, mlflow_cb, fingerprint)
     except SearchInterrupted:
         raise  # the parent run stays RUNNING: --resume continues it
     except BaseException:
@@ -255,6 +277,42 @@ def _fit_and_export(tuner, space, run_dir: Path, mlflow_cb, fingerprint: str, cl
         except Exception:
             pass  # the search's own error is the one to show
         raise
+
+
+def _confirm(space: SearchSpace, stage: Stage, rows, top: list[str], mlflow_cb):
+    """Run (or, after a Ctrl-C, continue) the confirmation trials of the `top` trials."""
+    from nli_tune.tuning.confirm import confirmation_name, confirmation_points, confirmation_tuner
+
+    points = confirmation_points(space, rows, top)
+    path = f"{stage.storage}/{confirmation_name(space)}"
+    print(
+        f"confirmation: the top {len(top)} completed configs ({', '.join(top)}) again with "
+        f"{space.confirm_seeds} new seed(s) each: {len(points)} trials at full epochs",
+        flush=True,
+    )
+    tune = stage.tune
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(
+            path, trainable=stage.trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        callbacks = stage.callbacks + ([stage.progress(len(points))] if stage.progress else [])
+        tuner = confirmation_tuner(
+            tune, space, tune_distributions(space), stage.trainable, points, stage.storage,
+            stage.at_once, callbacks,
+        )  # fmt: skip
+    grid = tuner.fit()
+    _check_finished(grid, len(points), mlflow_cb)
+    return grid
+
+
+def _check_finished(grid, num_samples: int, mlflow_cb) -> None:
+    unfinished = _unfinished_trials(grid, num_samples, mlflow_cb.ended_trials())
+    if unfinished:
+        raise SearchInterrupted(
+            f"search interrupted with {unfinished} trial(s) unfinished; continue it "
+            f"with the same command plus --resume"
+        )
 
 
 def _restore(tune, exp_path: str, trainable):
@@ -284,114 +342,3 @@ def _unfinished_trials(grid, num_samples: int, ended: set[str]) -> int:
     trials = grid._experiment_analysis.trials
     done = sum(t.trial_id in ended for t in trials)
     return max(num_samples, len(trials)) - done
-
-
-def export(
-    grid, space: SearchSpace, run_dir: Path, mlflow_cb, fingerprint: str, clock=None
-) -> dict[str, Any]:
-    """cv_results.csv (one row per trial) and best_config.yaml (train consumes it as is)."""
-    from nli_tune.tracking.runs import absolute_uri
-    from nli_tune.tuning.trial import failure_line
-
-    run_ids = mlflow_cb.trial_runs()
-    base_epochs = space.trial_config({}).epochs
-    metric, folds = space.searcher_metric, range(space.folds)  # the best is chosen by it
-    rows, history = [], []
-    for result in grid:
-        m = result.metrics or {}
-        tid = m.get("trial_id") or Path(result.path).name
-        epochs, config = int(m.get("epoch", 0)), result.config or {}
-        status = FAILED if result.error else epoch_status(epochs, config, base_epochs)
-        row = {"trial_id": tid, **{k: config.get(k) for k in space.params}}
-        row |= {f"fold{k}_macro_f1": m.get(f"fold{k}_macro_f1") for k in folds}
-        row |= {fold_column(metric, k): m.get(fold_column(metric, k)) for k in folds}
-        row |= {
-            "cv_macro_f1": m.get("cv_macro_f1"),
-            "cv_macro_f1_std": m.get("cv_macro_f1_std"),
-            "cv_roc_auc": m.get("cv_roc_auc"),
-            "cv_roc_auc_within": m.get("cv_roc_auc_within"),
-            "cv_pr_auc": m.get("cv_pr_auc"),
-            "cv_evidence_hit_at_1": m.get("cv_evidence_hit_at_1"),
-            "epochs": epochs,
-            "status": status,
-            "mlflow_run_id": run_ids.get(tid, ""),
-            "error": failure_line(str(result.error)) if result.error else "",
-        }
-        row |= _trial_seconds(clock.wall_s(tid) if clock else None, m.get("compute_s"))
-        row |= {k: m.get(k) for k in ("worker_peak_rss_mb", "worker_tokens_per_s")}
-        row |= {k: v for k, v in m.items() if k.startswith("cv_f1_")}
-        rows.append((row, result))
-        history.append(_epoch_history(result, tid, space.folds))
-    table = pd.DataFrame([r for r, _ in rows])
-    # "cv_rank", not "rank": `rank` is also a searchable param (the DoRA rank). Trials are
-    # ranked by the searcher's metric at their last scored epoch; the report says where
-    # that compares trials stopped at different epochs.
-    table["cv_rank"] = table[metric].rank(ascending=False, method="min")
-    table = table.sort_values(["cv_rank", "trial_id"], na_position="last")
-    table.to_csv(run_dir / RESULTS_FILE, index=False)
-    pd.concat(history, ignore_index=True).to_csv(run_dir / EPOCHS_FILE, index=False)
-
-    ranked = [(r, res) for r, res in rows if _finite(r[metric]) and not res.error]
-    if not ranked:
-        raise UserError(f"every trial failed; see the trial logs under {grid.experiment_path}")
-    best_row, best = max(ranked, key=lambda x: x[0][metric])
-    params = {k: _plain(best.config[k]) for k in space.params}
-    cfg = TrainConfig.from_dict(space.base_config() | params)
-    search_meta = {
-        "space": space.name,
-        "trial_id": best_row["trial_id"],
-        "selected_by": metric,  # the searcher's metric, at the trial's last scored epoch
-        metric: float(best_row[metric]),
-        fold_column(metric, ""): [float(best_row[fold_column(metric, k)]) for k in folds],
-        "cv_macro_f1": float(best_row["cv_macro_f1"]),
-        "cv_macro_f1_std": float(best_row["cv_macro_f1_std"]),
-        "fold_macro_f1": [float(best_row[f"fold{k}_macro_f1"]) for k in folds],
-        "epochs_run": int(best_row["epochs"]),
-        "seed": space.seed,
-        "data_fingerprint": fingerprint[:16],
-        "mlflow_uri": absolute_uri(mlflow_cb.uri),
-        "mlflow_parent_run_id": mlflow_cb.parent_id,
-        "mlflow_run_id": best_row["mlflow_run_id"],
-    }
-    cfg.save(run_dir / "best_config.yaml", metadata={"search": search_meta})
-    outputs = (run_dir / f for f in ("best_config.yaml", RESULTS_FILE, EPOCHS_FILE))
-    for path in (Path(space.source), *outputs):  # absolute: a replay may run from elsewhere
-        mlflow_cb.write({"kind": "parent_artifact", "path": str(path.resolve())})
-    headline = {f"best_{key}": search_meta[key] for key in dict.fromkeys((metric, "cv_macro_f1"))}
-    counts = table["status"].value_counts()  # the runs table shows them on the parent's row
-    headline |= {"trials": len(table), "trials_stopped": counts.get(STOPPED, 0)}
-    headline |= {"trials_failed": counts.get(FAILED, 0)}
-    for key, value in headline.items():
-        mlflow_cb.write({"kind": "parent_metric", "key": key, "value": float(value)})
-    mlflow_cb.write({"kind": "parent_end", "status": "FINISHED"})
-    return {"params": params, "mlflow_offline": mlflow_cb.offline} | search_meta
-
-
-def _trial_seconds(wall: float | None, compute: float | None) -> dict[str, float | None]:
-    """A trial's wall time, its folds' compute time and the rest: its overhead (actors and
-    workers starting, imports, model load, hand-offs, waits for Tune, teardown)."""
-    overhead = wall - compute if wall is not None and compute is not None else None
-    return {"wall_s": wall, "compute_s": compute, "overhead_s": overhead}
-
-
-def _epoch_history(result, trial_id: str, folds: int) -> pd.DataFrame:
-    """One row per epoch a trial reported, i.e. scored (the rungs and its last): every
-    candidate metric across folds and per fold, what ASHA judged it on among them."""
-    from nli_tune.study.space import METRICS
-
-    cols = ["epoch", *METRICS, "cv_macro_f1_std", "epoch_compute_s"]
-    cols += [fold_column(name, k) for name in METRICS for k in range(folds)]
-    frame = result.metrics_dataframe
-    if frame is None or frame.empty or "epoch" not in frame:
-        return pd.DataFrame(columns=["trial_id", *cols])
-    frame = frame.reindex(columns=cols).dropna(subset=["epoch"])
-    frame = frame.drop_duplicates("epoch", keep="last")  # a resumed trial re-reports one
-    return frame.assign(trial_id=trial_id, epoch=frame["epoch"].astype(int))[["trial_id", *cols]]
-
-
-def _finite(value) -> bool:
-    return value is not None and bool(np.isfinite(value))
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
