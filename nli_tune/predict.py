@@ -93,7 +93,7 @@ def predict(
     else:
         scored = score_posts(model, units, *how)
     probs = calibration.prob(scored.logits)
-    table = evidence_table(units, scored, probs, probs >= calibration.threshold)
+    table = evidence_table(units, scored, probs, calibration.decide(scored.logits).ravel())
     return table[OUTPUT_COLUMNS]
 
 

@@ -72,3 +72,32 @@ def test_platt_calibration_is_monotone_and_fit_on_the_given_posts():
     # One class only: nothing to fit, the raw sigmoid at 0.5 stays.
     flat = fit_calibration(logits, np.zeros_like(labels))
     assert flat == Calibration(posts=40)
+
+
+def test_per_criterion_calibration_decides_a_criterion_whose_scores_run_low():
+    """Criterion 0's logits sit 4 below the others': one shared rule never calls it matched,
+    its own rule (shrunk toward the shared one by its positives) does; a criterion with no
+    positive keeps the shared rule exactly."""
+    rng = np.random.default_rng(0)
+    posts = 400
+    labels = (rng.random((posts, 9)) < 0.15).astype(int)
+    labels[:, 8] = 0  # criterion 8: no positive among these posts
+    logits = rng.normal(0, 1, (posts, 9)) + 3.0 * labels
+    logits[:, 0] -= 4.0
+    shared = fit_calibration(logits.ravel(), labels.ravel())
+    own = fit_calibration(logits.ravel(), labels.ravel(), "per_criterion")
+    assert shared.criteria is None and len(own.criteria) == 9
+    assert not shared.decide(logits)[:, 0].any()
+    decided = own.decide(logits)
+    recall = (decided[:, 0] & (labels[:, 0] == 1)).sum() / labels[:, 0].sum()
+    assert recall > 0.5
+    n = labels[:, 0].sum()
+    assert own.criteria[0]["positives"] == n and own.criteria[0]["weight"] == pytest.approx(
+        n / (n + 5)
+    )
+    assert own.criteria[8]["weight"] == 0 and own.criteria[8]["threshold"] == shared.threshold
+    assert own.prob(logits)[:, 8] == pytest.approx(shared.prob(logits)[:, 8])
+    # the flat post-major form decides the same pairs, thresholds per criterion
+    assert (own.decide(logits.ravel()) == decided.ravel()).all()
+    cuts = own.cutoffs(logits.size).reshape(posts, 9)
+    assert (cuts == cuts[0]).all() and len(set(cuts[0].round(6))) > 1

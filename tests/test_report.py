@@ -257,6 +257,7 @@ def test_final_section_shows_every_rows_ranking_metrics_and_tfidf_rule():
         return {"macro_f1": f1, "macro_f1_ci95": ci, "roc_auc": auc, "roc_auc_within": within} | {
             "pr_auc": pr,
             "threshold": threshold,
+            "criterion_macro_f1": f1 / 2,
         }
 
     tfidf = row(0.61, 0.81, 0.71, 0.41, 0.37) | {"calibration": {"how": "Platt on 26 posts"}}
@@ -273,9 +274,18 @@ def test_final_section_shows_every_rows_ranking_metrics_and_tfidf_rule():
     }
     page = f'<table class="refs"><tbody></tbody></table>{final_html([("final model", final)])}'
     rows = _cells(page, "final")
-    assert rows[0] == ["final model", "0.700", "0.600-0.800", "0.900", "0.800", "0.500", "0.420"]
+    assert rows[0] == [
+        "final model",
+        "0.700",
+        "0.600-0.800",
+        "0.900",
+        "0.800",
+        "0.500",
+        "0.420",
+        "0.350",
+    ]
     assert rows[1] == ["TF-IDF + logistic regression", "0.610", "0.510-0.710"] + [
-        "0.810", "0.710", "0.410", "0.370",
+        "0.810", "0.710", "0.410", "0.370", "0.305",
     ]  # fmt: skip
     assert rows[2][0] == "majority class" and rows[2][3] == "0.500"
     assert "TF-IDF: Platt on 26 posts." in page

@@ -41,6 +41,7 @@ SMOKE = {
         "batch_size": 32,
     },
     "resources": {"cpus_per_worker": 0.5, "driver_cpus": 0.25},
+    "confirm": "none",  # the smoke fixture (search_spaces/smoke.yaml) tests the stage
 }
 
 

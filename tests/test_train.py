@@ -135,7 +135,10 @@ BAD_EVIDENCE_KEYS = [
         "dora_targets: mlp",
         "config key 'dora_targets' = 'mlp': must be one of attention, attention_mlp",
     ),
-    ("calibration: test", "config key 'calibration' = 'test': must be one of holdout, none"),
+    (
+        "calibration: test",
+        "config key 'calibration' = 'test': must be one of holdout, per_criterion, none",
+    ),
     ("calibration_fraction: 0.6", "config key 'calibration_fraction' = 0.6: must be in (0, 0.5)"),
     ("topk: 0", "config key 'topk' = 0: must be a positive integer"),
     (

@@ -24,7 +24,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 UNITS = ("post", "sentence", "window")
 AGGREGATES = ("max", "lse", "topk", "attention")
 DORA_TARGETS = ("attention", "attention_mlp")
-CALIBRATIONS = ("holdout", "none")
+CALIBRATIONS = ("holdout", "per_criterion", "none")
 HYPOTHESES = ("description", "name")
 PAIRINGS = ("nli", "multilabel")
 # Keys a config file may carry besides the training keys: the search's export writes its
@@ -57,7 +57,9 @@ class TrainConfig:
     aggregate: str = "max"  # unit scores -> post score: max | lse | topk | attention (MIL)
     topk: int = 2  # aggregate: topk: mean of the k best units' logits
     evidence_weight: float = 1.0  # loss = w * unit-evidence loss + (1 - w) * post-level MIL loss
-    calibration: str = "holdout"  # holdout: Platt + threshold fit on held-out train posts | none
+    calibration: str = (
+        "holdout"  # holdout: Platt + threshold on held-out train posts | per_criterion | none
+    )
     calibration_fraction: float = 0.2  # share of training posts held out for calibration
     # --- the learned-fit rule (training/learned.py): a fit that fails both is retried ---
     learned_loss_ratio: float = (

@@ -47,7 +47,7 @@ def tfidf_scores(
 @dataclass
 class CalibratedBaseline:
     probs: np.ndarray  # calibrated P(matched) per test pair, in the test frame's order
-    calibration: Calibration  # decide matched where probs >= calibration.threshold
+    calibration: Calibration  # decide matched where probs >= calibration.cutoffs(pairs)
     fit_posts: list  # posts the classifier was fitted on
     calib_posts: list  # posts Platt scaling and the threshold were fitted on
 
@@ -67,7 +67,8 @@ def calibrated_tfidf(
     raw = tfidf_scores(texts, fit, both, cfg.split_seed)
     calibration = Calibration()  # `calibration: none`: 0.5 on the raw probability
     if len(calib):
-        calibration = fit_calibration(logit(raw[: len(calib)]), calib["label"].to_numpy())
+        labels = calib["label"].to_numpy()
+        calibration = fit_calibration(logit(raw[: len(calib)]), labels, cfg.calibration)
     probs = calibration.prob(logit(raw[len(calib) :]))
     return CalibratedBaseline(probs, calibration, list(fit_posts), list(calib_posts))
 
@@ -98,5 +99,5 @@ def baseline_metrics(
     if name != TFIDF:
         raise ValueError(f"unknown baseline {name!r}")
     tfidf = calibrated_tfidf(texts, train, test, cfg)
-    metrics = pair_metrics(test, tfidf.probs, tfidf.calibration.threshold)
+    metrics = pair_metrics(test, tfidf.probs, tfidf.calibration.cutoffs(len(test)))
     return metrics | {"calib_posts": list(tfidf.calib_posts)}

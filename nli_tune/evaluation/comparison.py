@@ -16,11 +16,12 @@ def test_comparison(cfg, test_data, scored, calibration, texts, train_frame) -> 
     the model's rule, so it is decided on the same calibration posts as the model."""
     test_pairs = test_data.pairs_frame()  # the order every test array below follows
     test = post_metrics(test_data, scored, calibration)
-    decisions = calibration.prob(scored.logits).ravel() >= calibration.threshold
+    decisions = calibration.decide(scored.logits).ravel()
     tfidf = calibrated_tfidf(texts, train_frame, test_pairs, cfg)
+    tfidf_cutoffs = tfidf.calibration.cutoffs(len(test_pairs))
     baselines = {
         "majority": majority_baseline(train_frame, test_pairs),
-        "tfidf_logreg": pair_metrics(test_pairs, tfidf.probs, tfidf.calibration.threshold)
+        "tfidf_logreg": pair_metrics(test_pairs, tfidf.probs, tfidf_cutoffs)
         | {"calibration": tfidf.calibration.to_dict() | {"how": tfidf.calibration.describe()}},
     }
     # The test split is small (a few hundred pairs): the bootstrap resamples posts, and
@@ -30,7 +31,7 @@ def test_comparison(cfg, test_data, scored, calibration, texts, train_frame) -> 
         labels,
         {
             "model": decisions,
-            "tfidf_logreg": tfidf.probs >= tfidf.calibration.threshold,
+            "tfidf_logreg": tfidf.probs >= tfidf_cutoffs,
             "majority": np.full(len(labels), int(train_frame["label"].mean() >= 0.5)),
         },
         test_pairs["post_id"].to_numpy(),

@@ -19,9 +19,12 @@ def classification_metrics(
     labels: np.ndarray,
     scores: np.ndarray,
     criteria: np.ndarray | None = None,
-    threshold: float = 0.5,
+    threshold: float | np.ndarray = 0.5,
 ) -> dict[str, float]:
-    """`scores` are P(matched). Ranking metrics are NaN when only one class is present."""
+    """`scores` are P(matched), decided at `threshold` (one, or one per pair). Ranking
+    metrics are NaN when only one class is present. With `criteria`: each criterion's F1
+    of the matched class and their mean, `criterion_macro_f1` (the ReDSM5 authors' macro-F1
+    over the symptom labels, here over the 9 criteria)."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     pred = (scores >= threshold).astype(int)
@@ -37,22 +40,34 @@ def classification_metrics(
     }
     if criteria is not None:
         crit = np.asarray(criteria)
+        per = {}
         for key in dict.fromkeys(crit):
             sel = crit == key
-            out[f"f1_{key}"] = f1_score(labels[sel], pred[sel], zero_division=0)
+            per[f"f1_{key}"] = f1_score(labels[sel], pred[sel], zero_division=0)
+        out |= per | {"criterion_macro_f1": np.mean(list(per.values()))}
     return {k: float(v) for k, v in out.items()}
 
 
-def pair_metrics(frame, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def pair_metrics(frame, probs: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict:
     """Metrics of P(matched) scores for a (post, criterion) pair frame in post x 9 order
-    (as `ReDSM5.pairs()` gives it): the classification metrics at `threshold` plus the
-    within-criterion ROC-AUC, so every row of a comparison reports the same numbers."""
+    (as `ReDSM5.pairs()` gives it): the classification metrics at `threshold` (one, or one
+    per pair: `Calibration.cutoffs`) plus the within-criterion ROC-AUC, so every row of a
+    comparison reports the same numbers."""
     labels = frame["label"].to_numpy()
     out = classification_metrics(labels, probs, frame["criterion"].to_numpy(), threshold)
     c = n_criteria()
     out["roc_auc_within"] = roc_auc_within(labels.reshape(-1, c), np.reshape(probs, (-1, c)))
-    out["threshold"] = float(threshold)
-    return out
+    return out | _thresholds(threshold)
+
+
+def _thresholds(threshold: float | np.ndarray) -> dict:
+    """`threshold` (per-criterion cut-offs: their mean) and, where they differ by
+    criterion, `thresholds` (DSM order)."""
+    cuts = np.atleast_1d(np.asarray(threshold, dtype=float))
+    if cuts.size == 1:
+        return {"threshold": float(cuts[0])}
+    per = cuts[: n_criteria()]
+    return {"threshold": float(per.mean()), "thresholds": [round(float(t), 4) for t in per]}
 
 
 def bootstrap_macro_f1(
@@ -104,11 +119,11 @@ def post_metrics(data, scores, calibration) -> dict[str, float]:
     labels = data.post_labels
     probs = calibration.prob(scores.logits)
     crits = np.tile(np.array(criterion_keys(), dtype=object), len(labels))
-    out = classification_metrics(labels.ravel(), probs.ravel(), crits, calibration.threshold)
-    out["roc_auc_within"] = roc_auc_within(labels, scores.logits)
+    cutoffs = calibration.cutoffs(labels.size)
+    out = classification_metrics(labels.ravel(), probs.ravel(), crits, cutoffs)
+    out["roc_auc_within"] = roc_auc_within(labels, scores.logits)  # the model's own ranking
     out["evidence_hit_at_1"] = evidence_hit_at_1(data, scores.top_unit)
-    out["threshold"] = float(calibration.threshold)
-    return out
+    return out | _thresholds(cutoffs)
 
 
 def roc_auc_within(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -320,7 +320,8 @@ def _summary(folds: list[dict], fresh: list[dict], seconds: float) -> dict:
         ok = vals[np.isfinite(vals)]
         return [float(ok.mean()), float(ok.std())] if len(ok) else [None, None]
 
-    keys = ("macro_f1", "roc_auc_within", "roc_auc", "pr_auc", "evidence_hit_at_1")
+    keys = ("macro_f1", "criterion_macro_f1", "roc_auc_within", "roc_auc", "pr_auc")
+    keys += ("evidence_hit_at_1",)
     out = {}
     if folds:
         out = {f"cv_{k}": stat(folds, k) for k in keys}

@@ -21,10 +21,10 @@ import yaml
 
 from nli_tune import SPACES_DIR
 from nli_tune.core.outputs import read_table
-from nli_tune.study.space import DEFAULT_METRIC, load_space
+from nli_tune.study.space import DEFAULT_METRIC, METRICS, load_space
 
 MAIN_JOB_SPACE = SPACES_DIR / "pooling.yaml"
-METRIC_COLUMNS = ("cv_macro_f1", "cv_roc_auc", "cv_roc_auc_within", "cv_pr_auc", "compute_s")
+METRIC_COLUMNS = (*METRICS, "compute_s")
 CUTS = {  # bench mode -> what it changes in the main job's space (None: nothing)
     "default": {"num_samples": 4, "fixed": {"epochs": 3}},
     # One trial: --quick must end within 5 min in all (3.5 min here; 2 trials took 5).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -25,10 +26,15 @@ Member = tuple[dict[str, torch.Tensor], Calibration]  # (trainable state, calibr
 
 def ensemble_calibration(members: list[Member]) -> Calibration:
     """The decision rule on the members' mean probability: the identity on its logit
-    (`score_ensemble` returns logit(mean)), at the members' mean threshold."""
-    threshold = float(sum(c.threshold for _, c in members) / len(members))
+    (`score_ensemble` returns logit(mean)), at the members' mean threshold (per criterion
+    where theirs are)."""
+    threshold = float(np.mean([c.threshold for _, c in members]))
     posts = sum(c.posts for _, c in members)
-    return Calibration(ENSEMBLE, 1.0, 0.0, threshold, posts)
+    criteria = None
+    if all(c.criteria for _, c in members):
+        cuts = np.mean([[k["threshold"] for k in c.criteria] for _, c in members], axis=0)
+        criteria = [{"a": 1.0, "b": 0.0, "threshold": float(t)} for t in cuts]
+    return Calibration(ENSEMBLE, 1.0, 0.0, threshold, posts, criteria)
 
 
 def save_ensemble(model, cfg, out_dir: str | Path, members: list[Member], about: dict) -> None:

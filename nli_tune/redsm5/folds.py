@@ -72,7 +72,7 @@ def calibration_split(train_pairs: pd.DataFrame, cfg) -> tuple[list, list]:
     out for Platt scaling and the threshold; with `none` nothing is. The model's trainer and
     the baselines both call this on the training pairs in data order, so they calibrate on
     the very same posts."""
-    if cfg.calibration != "holdout":
+    if cfg.calibration not in ("holdout", "per_criterion"):
         return list(dict.fromkeys(train_pairs["post_id"])), []
     return split_posts(
         train_pairs, cfg.calibration_fraction, cfg.split_seed, "calibration_fraction"

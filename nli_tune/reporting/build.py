@@ -11,6 +11,7 @@ import pandas as pd
 
 from nli_tune.core.errors import UserError
 from nli_tune.core.outputs import atomic_dir
+from nli_tune.evaluation.baselines import TFIDF
 from nli_tune.reporting.fidelity import IMPORTANCE_MIN_TRIALS, importance_epoch, values_at_epoch
 from nli_tune.reporting.page import ENSEMBLE, REFIT, render
 from nli_tune.reporting.plots import (
@@ -54,7 +55,7 @@ def final_section(path: Path) -> dict:
     y, d = preds["label"].to_numpy(), preds["decision"].to_numpy()
     confusion = [[int(((y == a) & (d == b)).sum()) for b in (0, 1)] for a in (0, 1)]
     test = metrics["test"]
-    per_criterion = {k[3:]: v for k, v in test.items() if k.startswith("f1_") and k != "f1_matched"}
+    per_criterion = _per_criterion(test)
     return {
         "path": str(path),
         "test": test,
@@ -63,10 +64,15 @@ def final_section(path: Path) -> dict:
         "difference": metrics["model_minus_tfidf"],
         "confusion": confusion,
         "per_criterion": per_criterion,
+        "tfidf_per_criterion": _per_criterion(metrics["baselines"]["tfidf_logreg"]),
         "threshold": metrics["calibration"]["threshold"],
         "how": metrics["calibration"].get("how", metrics["calibration"]["method"]),
         "test_posts": metrics["data"]["test_posts"],
     }
+
+
+def _per_criterion(row: dict) -> dict[str, float]:
+    return {k[3:]: v for k, v in row.items() if k.startswith("f1_") and k != "f1_matched"}
 
 
 def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool = True) -> Path:
@@ -102,15 +108,23 @@ def build_report(run_dir: str | Path, final: str | None = None, log_mlflow: bool
                         f"the one with most), each at that epoch"
                     )
             crit = {c[6:]: float(table.iloc[0][c]) for c in table if c.startswith("cv_f1_")}
-            if crit:
-                images["per-criterion F1 of the best trial"] = criterion_f1_plot(
-                    crit, "Best trial: F1 per criterion (mean over folds)", tmp / "criteria.png"
+            if crit:  # beside TF-IDF's on the same folds, under the same threshold rule
+                tfidf = refs.set_index("setup").loc[TFIDF, "cv_f1"]
+                images["per-criterion F1 of the best trial and TF-IDF"] = criterion_f1_plot(
+                    crit,
+                    "F1 per criterion, mean over the search's folds",
+                    tmp / "criteria.png",
+                    beside={"best trial": crit, "TF-IDF + logistic regression": tfidf},
                 )
         for i, (name, final_data) in enumerate(finals):
             images[f"per-criterion F1 of the {name}"] = criterion_f1_plot(
                 final_data["per_criterion"],
-                f"{name}: test F1 per criterion",
+                f"{name}: test F1 per criterion, beside TF-IDF on the same posts",
                 tmp / f"final_criteria{i}.png",
+                beside={
+                    name: final_data["per_criterion"],
+                    "TF-IDF + logistic regression": final_data["tfidf_per_criterion"],
+                },
             )
         page = render(files, refs, finals, images, captions)
     out = files.run_dir / REPORT_FILE

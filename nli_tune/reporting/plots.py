@@ -163,13 +163,25 @@ def epoch_curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, path: Path) -
     return _save(fig, path)
 
 
-def criterion_f1_plot(per_criterion: dict[str, float], title: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    keys = list(per_criterion)
-    ax.barh(keys[::-1], [per_criterion[k] for k in keys][::-1], color="#6baed6")
+def criterion_f1_plot(
+    per_criterion: dict[str, float], title: str, path: Path, beside: dict | None = None
+) -> Path:
+    """Each criterion's F1 as a bar; with `beside` ({label: {criterion: F1}}), a bar of each
+    scorer per criterion, side by side (the first label is `per_criterion`'s)."""
+    series = {"model": per_criterion} if beside is None else beside
+    fig, ax = plt.subplots(figsize=(7, 3.6 if beside is None else 4.6))
+    keys = list(per_criterion)[::-1]
+    height = 0.8 / len(series)
+    colors = ("#6baed6", "#fd8d3c", "#74c476")
+    for i, (label, values) in enumerate(series.items()):
+        at = np.arange(len(keys)) + (i - (len(series) - 1) / 2) * height
+        ax.barh(at, [values.get(k, np.nan) for k in keys], height, label=label, color=colors[i])
+    ax.set_yticks(np.arange(len(keys)), keys)
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1 (matched)")
     ax.set_title(title)
+    if beside is not None:
+        ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 

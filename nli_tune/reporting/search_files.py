@@ -146,8 +146,10 @@ def reference_rows(files: SearchFiles) -> pd.DataFrame:
     rows = []
     for name, folds in runs.items():
         row = {"setup": name, "fold_macro_f1": [m["macro_f1"] for m in folds]}
-        for key in ("roc_auc", "roc_auc_within", "pr_auc"):
+        for key in ("criterion_macro_f1", "roc_auc", "roc_auc_within", "pr_auc"):
             row[f"cv_{key}"] = float(np.nanmean([m[key] for m in folds]))
+        per = [k for k in folds[0] if k.startswith("f1_") and k != "f1_matched"]
+        row["cv_f1"] = {k[3:]: float(np.mean([m[k] for m in folds])) for k in per}
         row["fold_calib_posts"] = [list(m["calib_posts"]) for m in folds]
         rows.append(row)
     return pd.DataFrame(rows)

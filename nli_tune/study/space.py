@@ -55,6 +55,7 @@ TOP_KEYS = (
 # measured by `bench --asha-off` (rung_rank_correlation), not chosen by taste.
 METRICS = {
     "cv_macro_f1": "macro-F1 at the threshold fitted on each fold's calibration posts",
+    "cv_criterion_macro_f1": "the mean of the 9 criteria's F1 (the ReDSM5 authors' macro-F1)",
     "cv_pr_auc": "average precision of the matched class (PR-AUC)",
     "cv_roc_auc": "ROC-AUC over all (post, criterion) pairs",
     "cv_roc_auc_within": "ROC-AUC within each criterion, averaged over criteria",

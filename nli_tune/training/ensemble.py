@@ -84,7 +84,7 @@ def write_fold_ensemble(
     with atomic_dir(out_dir) as out:
         save_ensemble(model, cfg, out / "model", members, about)
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-        table = evidence_table(test_data, scored, probs, probs >= calibration.threshold)
+        table = evidence_table(test_data, scored, probs, calibration.decide(scored.logits).ravel())
         table.to_csv(out / "predictions.csv", index=False)
         write_cards(out / "model", metrics)
     return metrics

@@ -77,7 +77,7 @@ def train_final(
     model, calibration, cfg = trainer.model, trainer.calibration, trainer.cfg
     scored = trainer.score_posts(test_data)
     scores = calibration.prob(scored.logits).ravel()
-    decisions = scores >= calibration.threshold
+    decisions = calibration.decide(scored.logits).ravel()
     # The frame the trainer split into fitting and calibration posts: the same split here.
     compared = test_comparison(
         cfg, test_data, scored, calibration, data.texts(), train_data.pairs_frame()

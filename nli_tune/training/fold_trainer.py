@@ -270,7 +270,7 @@ class FoldTrainer:
         if self.calib is not None:
             scores = self.score_posts(self.calib)
             self.calibration = fit_calibration(
-                scores.logits.reshape(-1), self.calib.post_labels.reshape(-1)
+                scores.logits.reshape(-1), self.calib.post_labels.reshape(-1), self.cfg.calibration
             )
             self.calib_roc_auc_within = roc_auc_within(self.calib.post_labels, scores.logits)
         return self.calibration

@@ -16,6 +16,7 @@ from nli_tune.study.space import DEFAULT_METRIC
 # Short names of the metrics a search can judge on (space.METRICS), for 80-100 columns.
 LABELS = {
     "cv_macro_f1": "cv macro-F1",
+    "cv_criterion_macro_f1": "criterion macro-F1",
     "cv_roc_auc": "ROC-AUC",
     "cv_roc_auc_within": "within-AUC",
     "cv_pr_auc": "PR-AUC",

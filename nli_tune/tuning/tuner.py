@@ -283,6 +283,12 @@ def _confirm(space: SearchSpace, stage: Stage, rows, top: list[str], mlflow_cb):
     """Run (or, after a Ctrl-C, continue) the confirmation trials of the `top` trials."""
     from nli_tune.tuning.confirm import confirmation_name, confirmation_points, confirmation_tuner
 
+    if not top:
+        print(
+            "confirmation: no completed config whose fits all learned, nothing to rerun",
+            flush=True,
+        )
+        return []
     points = confirmation_points(space, rows, top)
     path = f"{stage.storage}/{confirmation_name(space)}"
     print(
