@@ -7,6 +7,7 @@
     python -m nli_tune.bench learning [--seeds ...]  # does the default learn: measure/learning.py
     python -m nli_tune.bench rungs RUN_DIR [--output F]  # can a search's epochs be trusted
     python -m nli_tune.bench carry RUN_DIR [--seeds ...]  # does the exported config hold up
+    python -m nli_tune.bench scale [--sizes 150 500 1484]  # what a real-size run costs
 
 Measures, on this machine: data generation + validation + pair encoding at the real
 ReDSM5 scale (1,484 posts), training throughput (tokens/s) and scoring throughput of the
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from nli_tune.measure import learning as bench_learning
 
         return bench_learning.main(argv[1:])
+    if argv[:1] == ["scale"]:  # what each stage costs from 150 to 1,484 posts
+        from nli_tune.measure import scale
+
+        return scale.main(argv[1:])
     if argv[:1] == ["carry"]:  # does the exported config train as the search said?
         from nli_tune.measure import carry
 

@@ -13,7 +13,7 @@ import pytest
 from nli_tune import SAMPLE_DIR
 from tests.helpers import doc_command, doc_commands
 
-SUBCOMMANDS = {"check", "synth", "quality", "rungs", "learning", "gpu", "carry"}
+SUBCOMMANDS = {"check", "synth", "quality", "rungs", "learning", "gpu", "carry", "scale"}
 
 
 def _parsed(command: str) -> tuple[str, list[str], list[str]]:

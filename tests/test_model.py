@@ -19,7 +19,7 @@ from nli_tune.redsm5.load import criteria
 from nli_tune.units.evidence import post_spans
 from tests.helpers import redsm5, unit_data
 
-TINY = dict(model="tiny-random", num_layers=None, max_length=96, seed=1)
+TINY = dict(model="tiny-random", num_layers=None, max_length=96, seed=1, pairing="nli")
 
 
 @pytest.fixture(scope="module")

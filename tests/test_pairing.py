@@ -22,7 +22,9 @@ from tests.test_predict import _predict_posts
 from tests.test_train import assert_no_post_text
 from tests.test_trainer import _toy
 
-TINY = dict(model="tiny-random", num_layers=None, max_length=96, precision="fp32", seed=3)
+TINY = dict(
+    model="tiny-random", num_layers=None, max_length=96, precision="fp32", seed=3, pairing="nli"
+)
 SLEEP = [c.key for c in criteria()].index("SLEEP_ISSUES")
 
 
@@ -45,7 +47,7 @@ def _count_rows(model):
 
 @pytest.mark.parametrize("pairing", ["nli", "multilabel"])
 def test_scoring_passes_per_unit(pairing):
-    cfg = TrainConfig(**TINY, pairing=pairing, eval_batch_size=8)
+    cfg = TrainConfig(**(TINY | {"pairing": pairing}), eval_batch_size=8)
     model, _, data = _units(cfg)
     shapes = _count_rows(model)
     scored = score_posts(model, data, "max", 2, 8, torch.device("cpu"), None)
@@ -91,7 +93,7 @@ def test_name_hypothesis_pairs_are_shorter():
 @pytest.mark.parametrize("aggregate", ["max", "attention"])
 def test_multilabel_trains_with_the_post_level_loss(aggregate):
     cfg = TrainConfig(
-        **TINY, pairing="multilabel", evidence_weight=0.5, aggregate=aggregate, batch_size=4
+        **(TINY | {"pairing": "multilabel"}), evidence_weight=0.5, aggregate=aggregate, batch_size=4
     )
     model, _, data = _units(cfg, 18)
     posts = list(data.posts)
@@ -105,7 +107,7 @@ def test_multilabel_trains_with_the_post_level_loss(aggregate):
 
 
 def test_saved_multilabel_model_loads_with_the_same_scores(tmp_path):
-    cfg = TrainConfig(**TINY, pairing="multilabel", hypothesis="name")
+    cfg = TrainConfig(**(TINY | {"pairing": "multilabel"}), hypothesis="name")
     model, _, data = _units(cfg)
     with torch.no_grad():
         model.head.weight.normal_(0, 0.5)  # make the head differ from a fresh (zero) init

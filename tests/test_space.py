@@ -205,7 +205,7 @@ def test_a_fold_worker_gets_its_cpu_share_in_torch_threads(tmp_path, cpus, threa
 @pytest.mark.parametrize(
     ("metric", "fragment"),
     [
-        ("cv_accuracy", "metric 'cv_accuracy': unknown (known: cv_macro_f1, cv_pr_auc"),
+        ("cv_accuracy", "metric 'cv_accuracy': unknown (known: cv_macro_f1, cv_criterion_macro_f1"),
         ("{scheduler: cv_f1}", "metric.scheduler 'cv_f1': unknown metric"),
         ("{judge: cv_pr_auc}", "unknown key metric.judge (known: scheduler, searcher)"),
         ("[cv_pr_auc]", "metric must be a name or a mapping"),

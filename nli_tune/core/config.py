@@ -38,7 +38,7 @@ class TrainConfig:
     model: str = (
         "gemma-3-270m"  # preset (gemma-3-270m | tiny-random), HF id or local checkpoint dir
     )
-    num_layers: int | None = 3  # keep only the first N decoder layers; null = all of them
+    num_layers: int | None = None  # keep only the first N decoder layers; null = all of them
     attention: str = "bidirectional"  # bidirectional | causal (the ablation)
     pooling: str = "mean"  # mean | cls | max | attention: token vectors -> one pair vector
     rank: int = 16  # DoRA rank r on the dora_targets projections
@@ -49,7 +49,7 @@ class TrainConfig:
     max_length: int = 128  # tokens per (unit, criterion) pair; longer units are split, posts cut
     pair_order: str = "criterion_first"  # criterion_first | post_first: which text leads the pair
     hypothesis: str = "description"  # NLI hypothesis: description (~20 tokens) | name (2-4)
-    pairing: str = "nli"  # nli: pass per (unit, criterion) | multilabel: pass per unit -> 9 logits
+    pairing: str = "multilabel"  # multilabel: a pass per unit -> 9 logits | nli: a pass per pair
     # --- evidence level: the premise is a unit of the post, scores aggregate to the post ---
     unit: str = "sentence"  # post (whole post, truncated: the ablation) | sentence | window
     window_sentences: int = 3  # unit: window: consecutive sentences per window
@@ -69,15 +69,15 @@ class TrainConfig:
         0.6  # ... and its calibration posts' within-criterion ROC-AUC >= this
     )
     # --- optimisation ---
-    lr: float = 1e-3  # peak AdamW learning rate for adapters, pooler and head
+    lr: float = 1.5e-3  # peak AdamW learning rate for adapters, pooler and head
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_ratio: float = 0.1  # fraction of optimizer steps spent warming the LR up from 0
     batch_size: int = 16  # pairs (multilabel: units) per optimizer step, before accumulation
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
-    epochs: int = 10  # passes over the training examples
+    epochs: int = 8  # passes over the training examples
     patience: int = 2  # scored epochs without val macro-F1 gain before a fold stops (0 = never)
     class_weights: bool = True  # weight the loss by inverse class frequency of the train split
-    neg_ratio: float | None = 3.0  # negatives drawn per positive example each epoch; null = all
+    neg_ratio: float | None = 1.0  # negatives drawn per positive example each epoch; null = all
     grad_checkpointing: bool = False  # trade compute for memory in the backbone
     precision: str = "auto"  # auto (bf16 on CUDA / bf16-capable CPUs, else fp32) | bf16 | fp32
     eval_batch_size: int = 32  # pairs (multilabel: units) per forward pass when scoring

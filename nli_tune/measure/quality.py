@@ -36,6 +36,7 @@ from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
 from nli_tune.training.fold_trainer import FoldTrainer
+from nli_tune.training.learned import check_fit
 from nli_tune.training.seeds import fit_seed
 
 # The neural designs compared: name -> config overrides of the defaults.
@@ -244,10 +245,13 @@ def _fit_record(trainer, lr: float, fold: int, seed: int, val: dict, seconds: fl
     if trainer.calib is not None:
         scores = trainer.score_posts(trainer.calib)
         calib = post_metrics(trainer.calib, scores, trainer.calibration)
+    check = trainer.fit_check()
     return {
         "lr": lr,
         "fold": fold,
         "seed": seed,
+        "learned": check.learned,  # the learned-fit rule's verdict (training/learned.py)
+        "loss_ratio": check.loss_ratio,
         "loss": [round(h["train_loss"], 5) for h in trainer.state.history],
         # Validation at each scored epoch: [epoch, macro-F1, within-criterion ROC-AUC].
         "curve": [
@@ -326,6 +330,7 @@ def _summary(folds: list[dict], fresh: list[dict], seconds: float) -> dict:
     if folds:
         out = {f"cv_{k}": stat(folds, k) for k in keys}
         out["cv_fold_macro_f1"] = [float(r["macro_f1"]) for r in folds]
+        out["cv_fold_roc_auc_within"] = [float(r["roc_auc_within"]) for r in folds]
     if fresh:
         out |= {f"heldout_{k}": stat(fresh, k) for k in keys}
     out["seconds"] = round(seconds, 1)
@@ -372,6 +377,9 @@ def markdown_table(result: dict) -> str:
                 for r in row["sweep"]
             )
             lines.append(f"\n- lr sweep of *{name}* (CV macro-F1 / within ROC-AUC): {cells}")
+    rule = rule_summary(result)
+    if rule:
+        lines.append(f"\n{rule}")
     lines.append(
         f"\n{result['folds']} post-grouped folds of {result['data']} (fingerprint "
         f"{result['fingerprint']}), split seed {result['split_seed']}, each fold fit its own "
@@ -381,6 +389,27 @@ def markdown_table(result: dict) -> str:
         f"calibration posts of each fold's training posts."
     )
     return "\n".join(lines) + "\n"
+
+
+def rule_summary(result: dict) -> str:
+    """How the learned-fit rule splits this file's fits, against what it may not read:
+    each fit's validation within-criterion ROC-AUC beside TF-IDF's on the same fold."""
+    tfidf = result["rows"].get(TFIDF, {}).get("cv_fold_roc_auc_within")
+    fits = [f for row in result["rows"].values() for f in row.get("fits", [])]
+    if not tfidf or not fits:
+        return ""
+    worse = [f for f in fits if f["val_roc_auc_within"] < tfidf[f["fold"]]]
+    better = [f for f in fits if f["val_roc_auc_within"] >= tfidf[f["fold"]]]
+    cfg = TrainConfig.from_dict(result.get("config_overrides") or {})  # its thresholds
+
+    def failed(group):
+        return sum(not check_fit(f["loss"], f["calib_roc_auc_within"], cfg).learned for f in group)
+
+    return (
+        f"Learned-fit rule over these {len(fits)} fits: it called {failed(fits)} failed; "
+        f"{failed(worse)} of the {len(worse)} whose validation within-criterion ROC-AUC is "
+        f"below TF-IDF's on the same fold, {failed(better)} of the {len(better)} at or above."
+    )
 
 
 def _machine() -> str:

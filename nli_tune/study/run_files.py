@@ -87,9 +87,13 @@ def load_search_id(run_dir: Path) -> str:
     return json.loads((run_dir / IDENTITY_FILE).read_text())["search_id"]
 
 
-def save_search_id(run_dir: Path, search_id: str, identity: dict[str, Any], uri: str) -> None:
-    """The id, what a resume must match, and the MLflow store (`nli_tune.ui` opens it)."""
+def save_search_id(
+    run_dir: Path, search_id: str, identity: dict[str, Any], uri: str, trial_data_bytes: int = 0
+) -> None:
+    """The id, what a resume must match, the MLflow store (`nli_tune.ui` opens it), and the
+    bytes the trials' shared data takes in Ray's object store."""
     saved = {"search_id": search_id, "identity": identity, "mlflow_uri": uri}
+    saved["trial_data_bytes"] = trial_data_bytes
     text = json.dumps(saved, indent=2)
     (run_dir / IDENTITY_FILE).write_text(text)
 

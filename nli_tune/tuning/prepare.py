@@ -5,6 +5,7 @@ travels to the fold workers says what it holds. No Ray here."""
 from __future__ import annotations
 
 import itertools
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,12 @@ class TrialData:
     # The frozen bottom layers' states of every unit (model/prefix.py), per prefix_key:
     # computed once here, where workers would each compute their own every trial.
     prefix: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
+
+    def pickled_bytes(self) -> int:
+        """What ray.put stores of it: pickle 5's stream plus its out-of-band buffers."""
+        buffers: list = []
+        main = pickle.dumps(self, protocol=5, buffer_callback=buffers.append)
+        return len(main) + sum(b.raw().nbytes for b in buffers)
 
     def unit_data(self, cfg: TrainConfig) -> UnitData:
         """A trial config's (unit, criterion) data over every train/validation post, with
