@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         "epochs ASHA saved and the best score it gave up",
     )
     p.add_argument("--skip-search", action="store_true", help="in-process figures only (no search)")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="run the search in DIR and keep its outputs (DIR/outputs/<name>: `bench carry` "
+        "reads them); default: a temporary folder",
+    )
     return p
 
 

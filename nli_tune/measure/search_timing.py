@@ -9,6 +9,7 @@ overhead, come from the search's own cv_results.csv.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import yaml
 
 from nli_tune import SPACES_DIR
 from nli_tune.core.outputs import read_table
+from nli_tune.study.run_files import ENSEMBLE_DIR
+from nli_tune.study.selection import SEARCH, with_stages
 from nli_tune.study.space import DEFAULT_METRIC, METRICS, load_space
 
 MAIN_JOB_SPACE = SPACES_DIR / "pooling.yaml"
@@ -52,10 +55,13 @@ def run_search(space_file: Path, workdir: Path, overrides: dict | None = None) -
     found = re.search(r"-> (\d+) trial\(s\) at a time", done.stdout)
     at_once = int(found.group(1)) if found else 1
     run_dir = workdir / "outputs" / space["name"]
-    table = read_table(run_dir / "cv_results.csv")
+    every = with_stages(read_table(run_dir / "cv_results.csv"))
+    table = every[every["stage"] == SEARCH]  # the confirmation reruns are counted apart
     max_epochs = int(space["fixed"]["epochs"])
     metric = load_space(str(path)).searcher_metric
     figures = search_timing(table, wall, at_once, max_epochs, metric)
+    figures["search_overhead_fraction"] = 1 - every["compute_s"].sum() / at_once / wall
+    figures |= exported_figures(run_dir, metric, len(every) - len(table))
     epochs = read_table(run_dir / "epochs.csv")
     figures["fold_parallel_epoch_s"] = first_point_epoch_s(
         table, epochs, space["points_to_evaluate"][0]
@@ -66,6 +72,31 @@ def run_search(space_file: Path, workdir: Path, overrides: dict | None = None) -
     figures["trials_table"] = table[[c for c in keep if c in table]].to_dict("records")
     figures["run_dir"] = str(run_dir)  # for the figures read from its files after
     return figures
+
+
+def exported_figures(run_dir: Path, metric: str, confirmation_trials: int) -> dict:
+    """What the search exported (its mean over the config's fits, its fits and failures)
+    and its fold ensemble's test scores beside TF-IDF's on the same held-out posts."""
+    search = yaml.safe_load((run_dir / "best_config.yaml").read_text())["search"]
+    out = {
+        "confirmation_trials": confirmation_trials,
+        "exported_trial": search["trial_id"],
+        "exported_metric": search[metric],
+        "exported_fits": search["fits"],
+        "exported_fits_failed": search["fits_failed"],
+    }
+    ensemble = run_dir / ENSEMBLE_DIR / "metrics.json"
+    if ensemble.is_file():
+        m = json.loads(ensemble.read_text())
+        out |= {
+            "ensemble_test_macro_f1": m["test"]["macro_f1"],
+            "ensemble_test_roc_auc_within": m["test"]["roc_auc_within"],
+            "ensemble_test_criterion_macro_f1": m["test"]["criterion_macro_f1"],
+            "ensemble_tfidf_macro_f1": m["baselines"]["tfidf_logreg"]["macro_f1"],
+            "ensemble_minus_tfidf_ci95": m["model_minus_tfidf"]["ci95"],
+            "ensemble_test_posts": m["data"]["test_posts"],
+        }
+    return out
 
 
 def first_point_epoch_s(table: pd.DataFrame, epochs: pd.DataFrame, point: dict) -> float:

@@ -31,7 +31,9 @@ PEERS = {
     "asha_best_loss": ("best_metric", "no_asha_best_metric"),
 }
 
-# Goals for the embedded default (270M, 3 layers) on a 2-core CPU box.
+# Goals on a 2-core CPU box: the in-process figures run the 270M at --num-layers (3)
+# with nli pairs (the loop's machinery: tokens/s, padding, ours against
+# transformers.Trainer); the search figures run the README's main job as shipped.
 GOALS = {
     "data_seconds": ("<=", 30.0),  # synth + validate + encode 1,484 posts x 9 criteria
     "segment_pathological_s": ("<=", 2.0),  # 4 x 100k-char texts with no sentence to cut
@@ -46,8 +48,11 @@ GOALS = {
     "search_overhead_fraction": ("<=", 0.10),  # share of the search with its slots idle
     "asha_epoch_savings": (">=", 0.5),  # 1 - epochs run / (trials x max epochs)
     "asha_best_loss": ("<=", 0.01),  # best searcher metric without ASHA - with (--asha-off)
-    "default_search_s": ("<=", 300.0),  # the README's main job, Ray start included
-    "best_cv_roc_auc": (">=", 0.85),  # the main job's best trial (by the searcher's metric)
+    "default_search_s": ("<=", 480.0),  # the README's main job, Ray start included (12 min at most)
+    "best_cv_roc_auc": (
+        ">=",
+        0.92,
+    ),  # the main job's best trial (by the searcher's metric; 0.88 at least)
     # Spearman rho, trials' value at ASHA's first rung vs at their end, on the metric ASHA
     # prunes on (--asha-off: every trial runs to the end and scores every epoch)
     "first_rung_rank_correlation": (">=", 0.6),
@@ -122,7 +127,7 @@ def all_figures(args) -> dict[str, float]:
         if not args.quick:  # the quick search runs other epochs than the ones timed here
             results |= _fold_figures(tok)
         mode = "quick" if args.quick else "main-job" if args.main_job else "default"
-        results |= _search_figures(mode, args.asha_off)
+        results |= _search_figures(mode, args.asha_off, args.keep)
         if "fold_alone_s" in results:
             results["fold_parallel_ratio"] = (
                 results["fold_parallel_epoch_s"] / results["fold_alone_s"]
@@ -142,6 +147,8 @@ def _step_figures(args) -> tuple[dict[str, float], object]:
         num_layers=args.num_layers,
         batch_size=args.batch_size,
         max_length=args.max_length,
+        pairing="nli",  # a step of (unit, criterion) pairs, as these goals were set on
+        neg_ratio=3.0,
     )
     model, tok = build_model(cfg)
     t0 = time.perf_counter()
@@ -210,7 +217,13 @@ def _trainer_figures(args, tok) -> dict[str, float]:
     from nli_tune.measure.hf_trainer import compare_with_hf_trainer
     from nli_tune.redsm5.folds import make_folds
 
-    cfg = TrainConfig(model=args.model, num_layers=args.num_layers, epochs=args.hf_epochs)
+    cfg = TrainConfig(
+        model=args.model,
+        num_layers=args.num_layers,
+        epochs=args.hf_epochs,
+        pairing="nli",  # the comparison trains the 2-class head of an nli pair
+        neg_ratio=3.0,
+    )
     data = load_redsm5(SAMPLE_DIR)
     units = encode_units(tok, data, cfg)
     plan = make_folds(data.pairs(), cfg.folds, cfg.test_fraction, cfg.split_seed)
@@ -252,14 +265,16 @@ def _fold_figures(tok) -> dict[str, float]:
     return {"folds": space.folds, "fold_alone_s": max(alone), "folds_serial_s": sum(alone)}
 
 
-def _search_figures(mode: str, asha_off: bool = False) -> dict[str, float]:
+def _search_figures(mode: str, asha_off: bool = False, keep: str | None = None) -> dict:
     from pathlib import Path
 
     from nli_tune.core.outputs import read_table
     from nli_tune.measure.search_timing import CUTS, MAIN_JOB_SPACE, asha_comparison, run_search
 
     with tempfile.TemporaryDirectory() as tmp:
-        figures = run_search(MAIN_JOB_SPACE, Path(tmp), CUTS[mode])
+        workdir = Path(keep) if keep else Path(tmp)  # --keep: its outputs stay there
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures = run_search(MAIN_JOB_SPACE, workdir, CUTS[mode])
         figures.pop("run_dir")
     if asha_off and mode != "quick":
         with tempfile.TemporaryDirectory() as tmp:
