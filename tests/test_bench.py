@@ -87,6 +87,7 @@ def test_hf_trainer_comparison_trains_both_loops_on_the_same_examples():
         precision="fp32",
         epochs=2,
         neg_ratio=1.0,
+        pairing="nli",  # the comparison's loss is an nli pair's
     )
     data = load_redsm5(SAMPLE_DIR)
     units = encode_units(build_model(cfg)[1], data, cfg)

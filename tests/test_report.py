@@ -185,7 +185,7 @@ def test_every_plot_is_embedded_and_written(run_dir):
         "cv macro-F1 per epoch",
         "hyper-parameter importance",
         "hyper-parameter parallel",
-        "per-criterion F1 of the best trial",
+        "per-criterion F1 of the best trial and TF-IDF",
     }
     pngs = {p.name for p in (run_dir / "report").iterdir()}
     assert pngs == {

@@ -5,7 +5,6 @@ travels to the fold workers says what it holds. No Ray here."""
 from __future__ import annotations
 
 import itertools
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,11 +41,13 @@ class TrialData:
     # computed once here, where workers would each compute their own every trial.
     prefix: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
 
-    def pickled_bytes(self) -> int:
-        """What ray.put stores of it: pickle 5's stream plus its out-of-band buffers."""
-        buffers: list = []
-        main = pickle.dumps(self, protocol=5, buffer_callback=buffers.append)
-        return len(main) + sum(b.raw().nbytes for b in buffers)
+    def nbytes(self) -> int:
+        """The bytes of its arrays and tables, about what Ray's object store holds of it."""
+        arrays = [a for _, tokens in self.units.values() for a in (*tokens.ids, *tokens.offsets)]
+        arrays += [a for states in self.prefix.values() for a in states]
+        tables = [t for t, _ in self.units.values()]
+        size = sum(a.nbytes for a in arrays) + int(self.pairs.memory_usage(deep=True).sum())
+        return size + sum(t.evidence.nbytes + t.hard.nbytes + t.annotated.nbytes for t in tables)
 
     def unit_data(self, cfg: TrainConfig) -> UnitData:
         """A trial config's (unit, criterion) data over every train/validation post, with

@@ -170,9 +170,7 @@ def _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(space.source, run_dir / "space.yaml")
     data.plan.save(run_dir / FOLDS_FILE)
-    save_search_id(
-        run_dir, search_id, identity, absolute_uri(args.mlflow_uri), data.pickled_bytes()
-    )
+    save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri), data.nbytes())
     return MlflowTrialCallback(
         args.mlflow_uri,
         exp_id,
