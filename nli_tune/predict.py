@@ -57,8 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--input", required=True, help="posts CSV with columns post_id,text")
     p.add_argument(
-        "--output", default="scores.csv", help="CSV to write (default scores.csv; replaced)"
+        "--output",
+        default="scores.csv",
+        help="CSV to write (default scores.csv); an existing one is refused unless --overwrite",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.add_argument(
         "--batch-posts",
         type=int,
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     if output.is_dir():
         raise UserError(f"--output {output}: is a folder; give a CSV file name")
+    if output.exists() and not args.overwrite:
+        raise UserError(f"--output {output}: exists; pass --overwrite to replace it")
     device = select_device(args)  # torch loads here: the input is checked
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nli_tune.core.errors import UserError, first_line, run_cli
+from nli_tune.core.overrides import parse_overrides
 from nli_tune.redsm5.folds import make_folds
 from nli_tune.redsm5.load import load_redsm5
 from nli_tune.study.run_files import ENSEMBLE_DIR, PENDING_FILE, STUDY_FILE
@@ -68,6 +69,15 @@ def parse_args(argv):
         "--space",
         required=True,
         help="search-space YAML: a path or a bundled name (pooling, smoke, full, gpu)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="over the space file, parsed as YAML: a setting (num_samples=4), a section's "
+        "key (asha.grace_period=2, confirm.top=1) or a training key, which is fixed for "
+        "every trial (epochs=2, adapt_layers=9); the earlier project's names "
+        "(training.learning_rate, ...) are aliases. --resume needs the same ones",
     )
     p.add_argument("--data-dir", help="ReDSM5 folder (default: the bundled synthetic sample)")
     p.add_argument(
@@ -123,7 +133,7 @@ def parse_args(argv):
 
 def prepare(args) -> tuple[SearchSpace, Path]:
     """Validate everything that can be checked without Ray; return the space and run dir."""
-    space = load_space(args.space)
+    space = load_space(args.space, parse_overrides(args.overrides))
     for flag, value, low in (("--num-samples", args.num_samples, 1), ("--folds", args.folds, 2)):
         if value is not None and value < low:
             raise UserError(f"{flag} {value}: must be >= {low}")

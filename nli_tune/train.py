@@ -17,14 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 
 from nli_tune.core.config import TrainConfig, read_mapping
 from nli_tune.core.errors import UserError, run_cli
+from nli_tune.core.overrides import parse_overrides, training_overrides
 from nli_tune.model.device import add_device_args, select_device
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import load_redsm5
+
+DEFAULT_ROOT = Path("outputs/final")  # where runs go without --output, one folder each
+LATEST = "latest"  # DEFAULT_ROOT/latest: the newest of them
 
 
 def parse_args(argv):
@@ -43,9 +49,23 @@ def parse_args(argv):
         "best_config.yaml (default: built-in defaults)",
     )
     p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="training-config keys over the config's, parsed as YAML (lr=1e-3 "
+        "pooling=attention); the earlier project's names (training.learning_rate, "
+        "model.pooling_strategy, model.name, ...) are aliases",
+    )
+    p.add_argument(
         "--output",
-        default="outputs/final",
-        help="output folder, replaced when the run succeeds (default outputs/final)",
+        help="output folder (default outputs/final/<model>-<date>-<time>, and "
+        "outputs/final/latest points to the newest); an existing one is refused unless "
+        "--overwrite",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output if it exists (when the run succeeds; a failed run leaves it)",
     )
     p.add_argument(
         "--data-dir",
@@ -67,11 +87,14 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raw = read_mapping(args.config) if args.config else {}
-    cfg = TrainConfig.from_dict(raw, source=str(args.config))  # {} -> the defaults
+    overrides = training_overrides(parse_overrides(args.overrides), TrainConfig.keys())
+    source = " + ".join([str(args.config)] * bool(args.config) + ["command line"] * bool(overrides))
+    cfg = TrainConfig.from_dict(raw | overrides, source=source or "defaults")  # {}: defaults
     if args.data_dir:
         cfg.data_dir = args.data_dir
     if args.retries < 0:
         raise UserError(f"--retries {args.retries}: must be >= 0")
+    output = _output(args, cfg)
     data = load_redsm5(cfg.data_dir)  # a bad CSV fails here, before torch loads
     _check_held_out(raw.get("search"), data, cfg, args.config)
     device = select_device(args)
@@ -81,9 +104,28 @@ def main(argv: list[str] | None = None) -> int:
 
     search = raw.get("search")
     train_final(
-        cfg, data, device, args.output, quiet=args.quiet, search=search, retries=args.retries
+        cfg, data, device, str(output), quiet=args.quiet, search=search, retries=args.retries
     )
+    if args.output is None:  # the newest default run, for the commands that follow
+        latest = output.parent / LATEST
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(output.name, target_is_directory=True)
     return 0
+
+
+def _output(args, cfg: TrainConfig) -> Path:
+    """--output, or a new folder named after the model and the time: no run replaces
+    another unless --overwrite says so."""
+    if args.output is None:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.model).name or cfg.model)
+        return DEFAULT_ROOT / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise UserError(
+            f"--output {output}: exists (an earlier run?); pass --overwrite to replace it, "
+            f"or another --output (default: a new folder under {DEFAULT_ROOT})"
+        )
+    return output
 
 
 def _check_held_out(search_meta, data, cfg: TrainConfig, config_path) -> None:

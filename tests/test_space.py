@@ -284,3 +284,32 @@ def test_fold_column_names_match_what_workers_report():
     assert fold_column("cv_roc_auc_within", 2) == "fold2_roc_auc_within"
     assert fold_column("cv_pr_auc", "") == "fold_pr_auc"
     assert len({fold_column(m, 0) for m in METRICS}) == len(METRICS)
+
+
+def test_key_value_overrides_go_where_they_belong_and_bad_ones_exit_2(tmp_path):
+    """`search --space S key=value`: a setting, a section's key, or a training key into
+    fixed; the space as it will run is what the run folder keeps. A searched key, an
+    unknown name or a bad value is refused before Ray starts, and nothing is written."""
+    from nli_tune.core.overrides import parse_overrides
+
+    over = parse_overrides(["num_samples=3", "asha.grace_period=2", "epochs=5",
+                            "training.batch_size=8", "confirm=none"])  # fmt: skip
+    space = load_space("pooling", over)
+    assert space.num_samples == 3 and space.grace_period == 2 and space.confirm_top == 0
+    cfg = space.trial_config({})
+    assert (cfg.epochs, cfg.batch_size) == (5, 8)
+    assert space.effective["fixed"]["epochs"] == 5 and space.effective["num_samples"] == 3
+    assert load_space("pooling").num_samples == 12  # the file itself is unchanged
+    for words, message in (
+        (["lr=1e-3"], "override lr: params.lr is searched"),
+        (["bogus=1"], "override 'bogus': neither a space setting"),
+        (["epochs=many"], "config key 'epochs' = 'many': must be a positive integer"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "nli_tune.search", "--space", "pooling", *words,
+             "--output", str(tmp_path / "outputs")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert message in r.stderr.strip().splitlines()[-1], (words, r.stderr)
+        assert not (tmp_path / "outputs").exists()

@@ -281,3 +281,72 @@ def test_train_tests_on_the_searchs_held_out_posts_and_refuses_a_mixed_split(tmp
     folds.unlink()  # the search's folds.json gone: refused too, not split afresh silently
     r = run_train("--config", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "out"))
     assert r.returncode == 2 and f"the search's {folds} is gone" in r.stderr
+
+
+def test_key_value_overrides_change_the_config_and_a_bad_key_exits_2(tmp_path):
+    """`train lr=... pooling=...` (and the earlier project's names) over the config file;
+    unknown keys and bad values fail before anything runs."""
+    from nli_tune.core.config import TrainConfig
+    from nli_tune.core.overrides import parse_overrides, training_overrides
+
+    over = parse_overrides(["training.learning_rate=1e-3", "model.pooling_strategy=cls",
+                            "num_layers=null", "rank=8"])  # fmt: skip
+    assert over == {"lr": "1e-3", "pooling": "cls", "num_layers": None, "rank": 8}
+    cfg = TrainConfig.from_dict({"lr": 5e-3} | training_overrides(over, TrainConfig.keys()))
+    assert (cfg.lr, cfg.pooling, cfg.num_layers, cfg.rank) == (1e-3, "cls", None, 8)
+    r = run_train("--output", str(tmp_path / "out"), "learning_rate=1e-3", timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "override 'learning_rate': not a training-config key (known: model," in line
+    assert "training.learning_rate" in line  # the alias a user of the earlier project types
+    r = run_train("--output", str(tmp_path / "out"), "rank=eight", timeout=120)
+    assert r.returncode == 2 and "command line: config key 'rank' = 'eight'" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_train_into_the_same_output_is_refused_and_the_first_kept(trained, tmp_path):
+    out, *_ = trained
+    before = (out / "metrics.json").read_text()
+    r = run_train("--output", str(out), "--retries", "0", timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: --output {out}: exists (an earlier run?); pass --overwrite to replace it, or "
+        "another --output (default: a new folder under outputs/final)"
+    ]
+    assert (out / "metrics.json").read_text() == before  # the first model is intact
+
+
+def test_without_output_train_names_its_folder_after_the_model_and_the_time(tmp_path):
+    from types import SimpleNamespace
+
+    from nli_tune.core.config import TrainConfig
+    from nli_tune.train import _output
+
+    args = SimpleNamespace(output=None, overwrite=False)
+    path = _output(args, TrainConfig(model="google/gemma-3-1b-it"))
+    assert path.parent == Path("outputs/final")
+    assert re.fullmatch(r"gemma-3-1b-it-\d{8}-\d{6}", path.name)
+    assert _output(SimpleNamespace(output=str(tmp_path), overwrite=True), TrainConfig()) == tmp_path
+
+
+def test_layer_count_follows_the_model_and_the_ready_configs_validate():
+    """No num_layers means every layer, for the preset and any other model (checked on the
+    config and the checkpoint's own layer count; nothing is downloaded)."""
+    from nli_tune import REPO_ROOT
+    from nli_tune.core.config import TrainConfig
+    from nli_tune.model.backbones import checkpoint_layers
+    from nli_tune.model.prefix import layer_line
+
+    cfg = TrainConfig.from_dict({"model": "google/gemma-3-1b-it"})
+    assert cfg.num_layers is None and cfg.adapt_layers is None
+    assert layer_line(cfg, 26) == "26 layers, DoRA r=16 on attention of every layer"
+    preset = TrainConfig()
+    assert layer_line(preset, checkpoint_layers("gemma-3-270m")).startswith("18 layers,")
+    top = TrainConfig(adapt_layers=6)
+    assert layer_line(top, 18) == (
+        "18 layers, DoRA r=16 on attention of the top 6 (the 12 below run once per unit)"
+    )
+    for name, layers in (("gemma-3-1b-it", None), ("gemma-3-4b-it", None)):
+        ready = TrainConfig.from_file(REPO_ROOT / "configs" / f"{name}.yaml")
+        assert ready.model == f"google/{name}" and ready.num_layers == layers
+        assert ready.precision == "bf16" and ready.grad_checkpointing

@@ -93,6 +93,20 @@ def load_backbone(
     return backbone, tok
 
 
+def checkpoint_layers(model: str, cache_dir: str | Path | None = None) -> int:
+    """How many decoder layers the `model` checkpoint has (its config only, no weights)."""
+    if model == "tiny-random":
+        return tiny_config(1).num_hidden_layers
+    source = (
+        _gemma_270m_checkpoint(cache_dir) if model == "gemma-3-270m" else _resolve_source(model)
+    )
+    try:
+        base = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise BackboneError(_not_found(model)) from err
+    return getattr(base, "text_config", base).num_hidden_layers
+
+
 def public_id(model: str) -> str | None:
     """The Hugging Face id a config's `model` can be published under, or None (tiny-random,
     a local checkpoint): a card must name a hub id, never this machine's paths."""

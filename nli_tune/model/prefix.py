@@ -55,6 +55,15 @@ def prefix_key(cfg) -> tuple:
     return tuple(getattr(cfg, k) for k in PREFIX_KEYS)
 
 
+def layer_line(cfg, n_layers: int) -> str:
+    """'18 layers, DoRA r=16 on attention of the top 6' (what a run says it trains), for a
+    checkpoint of `n_layers` decoder layers."""
+    n = n_layers if cfg.num_layers is None else min(cfg.num_layers, n_layers)
+    top = n - frozen_layers(cfg, n)
+    where = "every layer" if top == n else f"the top {top} (the {n - top} below run once per unit)"
+    return f"{n} layers, DoRA r={cfg.rank} on {cfg.dora_targets} of {where}"
+
+
 def frozen_layers(cfg, n_layers: int) -> int:
     """Decoder layers below the adapted ones (0: every layer is adapted)."""
     adapt = cfg.adapt_layers

@@ -29,14 +29,18 @@ PLOTS_DIR = "report"
 
 
 def find_final(files: SearchFiles, final: str | None) -> Path | None:
-    """The `train` output for this search's best config: --final, or outputs/final or
-    <run>/final where its metrics.json names this search's best trial."""
+    """The `train` output for this search's best config: --final, or a folder in (or
+    named) outputs/final or <run>/final whose metrics.json names this search's best
+    trial, the newest first."""
     if final is not None:
         path = Path(final)
         if not (path / "metrics.json").is_file():
             raise UserError(f"--final {path}: no metrics.json (pass the folder train wrote)")
         return path
-    for path in (files.run_dir / "final", files.run_dir.parent / "final"):
+    roots = (files.run_dir / "final", files.run_dir.parent / "final")
+    # train's own folders under them too (outputs/final/<model>-<time>), the newest first
+    found = [p for root in roots for p in sorted(root.glob("*/"), reverse=True)]
+    for path in (*roots, *found):
         metrics = path / "metrics.json"
         if metrics.is_file():
             search = json.loads(metrics.read_text()).get("search") or {}

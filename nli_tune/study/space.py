@@ -110,6 +110,7 @@ class SearchSpace:
     confirm_top: int = 3  # confirmation: the top completed configs rerun with new seeds (0: none)
     confirm_seeds: int = 2  # confirmation: reruns of each, every fold with a new seed
     source: Path = field(default=Path("."), repr=False)
+    effective: dict[str, Any] = field(default_factory=dict, repr=False)  # the file + overrides
 
     @property
     def n_startup_trials(self) -> int:
@@ -198,10 +199,12 @@ def resolve_space_path(space: str) -> Path:
     raise UserError(f"{space}: search space not found (bundled spaces: {names})")
 
 
-def load_space(space: str) -> SearchSpace:
+def load_space(space: str, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """A validated space file, with `key=value` command-line overrides applied first
+    (core/overrides.py: top-level settings, `section.key`, or training keys into fixed)."""
     path = resolve_space_path(space)
-    raw = read_mapping(path)
-    src = str(path)
+    raw = apply_overrides(read_mapping(path), overrides or {}, str(path))
+    src = str(path) + (" + command line" if overrides else "")
 
     def fail(msg: str) -> None:
         raise UserError(f"{src}: {msg}")
@@ -240,6 +243,7 @@ def load_space(space: str) -> SearchSpace:
         fail(f"params.{sorted(both)[0]}: also in fixed; keep it in one place")
 
     space = SearchSpace(
+        effective=raw,
         name=name,
         num_samples=num_samples,
         folds=folds,
@@ -312,6 +316,34 @@ def _metrics(value: Any, src: str) -> tuple[str, str]:
                 f"{src}: metric.{key} {name!r}: unknown metric (known: {', '.join(METRICS)})"
             )
     return value.get("scheduler", DEFAULT_METRIC), value.get("searcher", DEFAULT_METRIC)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], src: str) -> dict[str, Any]:
+    """The space mapping with command-line overrides: a top-level key (num_samples=4), a
+    key of a section (asha.grace_period=2) or a training key, which goes into `fixed` (a
+    searched one is refused: the space's params say it is searched)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for key, value in overrides.items():
+        section, _, sub = key.partition(".")
+        if sub and section in ("asha", "resources", "confirm", "metric"):
+            current = out.get(section)
+            out[section] = (dict(current) if isinstance(current, dict) else {}) | {sub: value}
+        elif key in TOP_KEYS and key not in ("params", "fixed", "points_to_evaluate"):
+            out[key] = value
+        elif key in TrainConfig.keys():
+            if key in (out.get("params") or {}):
+                raise UserError(
+                    f"{src}: override {key}: params.{key} is searched; change its "
+                    f"distribution in the space file, or search without it"
+                )
+            out["fixed"] = dict(out.get("fixed") or {}) | {key: value}
+        else:
+            settings = [k for k in TOP_KEYS if k not in ("params", "fixed", "points_to_evaluate")]
+            raise UserError(
+                f"{src}: override {key!r}: neither a space setting ({', '.join(settings)}, "
+                f"asha.*, resources.*, confirm.*, metric.*) nor a training-config key"
+            )
+    return out
 
 
 def _confirm(value: Any, src: str) -> tuple[int, int]:

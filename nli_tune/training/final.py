@@ -20,7 +20,7 @@ from nli_tune.evaluation.scoring import evidence_table
 from nli_tune.model.card import write_cards
 from nli_tune.model.classifier import build_model, parameter_counts, save_model
 from nli_tune.model.precision import autocast_dtype
-from nli_tune.model.prefix import cache_prefix
+from nli_tune.model.prefix import cache_prefix, layer_line
 from nli_tune.pairs.encoding import encode
 from nli_tune.redsm5.folds import split_test
 from nli_tune.redsm5.load import ReDSM5
@@ -53,7 +53,8 @@ def train_final(
     counts = parameter_counts(model)
     amp = autocast_dtype(cfg.precision, device)
     say(
-        f"model {cfg.model}: {layer_line(model, cfg)}, {cfg.attention}, pooling "
+        f"model {cfg.model}: {layer_line(cfg, model.backbone.config.num_hidden_layers)}, "
+        f"{cfg.attention}, pooling "
         f"{cfg.pooling}; unit {cfg.unit}, aggregate {cfg.aggregate}; pairing {cfg.pairing}, "
         f"hypothesis {cfg.hypothesis}; device {device}"
     )
@@ -133,14 +134,6 @@ def train_final(
         write_cards(out / "model", metrics)
     _print_summary(metrics, output)
     return metrics
-
-
-def layer_line(model, cfg: TrainConfig) -> str:
-    """'18 layers, DoRA r=16 on attention of the top 6' (what a run says it trains)."""
-    n = model.backbone.config.num_hidden_layers
-    top = n if cfg.adapt_layers is None else min(cfg.adapt_layers, n)
-    where = "every layer" if top == n else f"the top {top}"
-    return f"{n} layers, DoRA r={cfg.rank} on {cfg.dora_targets} of {where}"
 
 
 def _fit_until_learned(cfg, model, train_data, device, quiet: bool, retries: int):

@@ -14,7 +14,7 @@ import pandas as pd
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError
-from nli_tune.model.prefix import PREFIX_KEYS, prefix_key
+from nli_tune.model.prefix import PREFIX_KEYS, layer_line, prefix_key
 from nli_tune.pairs.encoding import (
     PairFormat,
     UnitData,
@@ -69,7 +69,7 @@ def prepare_trial_data(
     """Segment, locate and tokenize every unit kind a trial can get, once; check that the
     searched models tokenize alike and the shortest max_length fits the criteria.
     `pairs` are `data.pairs()`, which the folds were made from."""
-    from nli_tune.model.backbones import load_backbone  # transformers: only the driver
+    from nli_tune.model.backbones import checkpoint_layers, load_backbone  # the driver only
 
     kinds = list(dict.fromkeys(space.params.get("unit", {}).get("choice") or [base.unit]))
     tables = {}
@@ -93,6 +93,9 @@ def prepare_trial_data(
             f"  loaded in {t1 - t0:.1f}s; tokenized every unit once in {time.time() - t1:.1f}s",
             flush=True,
         )
+        searched = [k for k in ("num_layers", "adapt_layers") if k in space.params]
+        depth = layer_line(replace(base, model=model), checkpoint_layers(model))
+        say(f"  {model}: {depth}" + (f" (searched: {', '.join(searched)})" if searched else ""))
         this_fmt = pair_format(tokenizer)
         if fmt is not None and (this_fmt != fmt or not _same_tokens(these, shared_units)):
             raise UserError(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 
 from nli_tune.core.config import TrainConfig
 from nli_tune.core.errors import UserError, first_line
@@ -168,7 +168,8 @@ def _open_run(space, base, data, run_dir, args, search_id, identity, fingerprint
 
     exp_id, parent_id = open_search_run(args.mlflow_uri, space, search_id, fingerprint)
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(space.source, run_dir / "space.yaml")
+    # The space as it ran: the file with any command-line overrides applied.
+    (run_dir / "space.yaml").write_text(yaml.safe_dump(space.effective, sort_keys=False))
     data.plan.save(run_dir / FOLDS_FILE)
     save_search_id(run_dir, search_id, identity, absolute_uri(args.mlflow_uri), data.nbytes())
     return MlflowTrialCallback(
